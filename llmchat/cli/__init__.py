@@ -1,0 +1,112 @@
+"""The typer CLI. `main()` is the only place that maps errors to exit codes.
+
+Each command lives in its own module and registers itself on `app`; commands import torch
+lazily, so `llmchat --help`, `--version`, `models` and `tokenize` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.2x vendors click as typer._click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LlmchatError
+from .common import State
+
+app = typer.Typer(
+    name="llmchat",
+    help="Chat with local open-weights language models and see their tokens and probabilities.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmchat {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    models: str = typer.Option(None, "--models", metavar="PATH", help="Extra models.toml merged over the others."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = State(models_path=models, debug=debug)
+
+
+from . import models_cmd  # noqa: E402,F401  (registers commands)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="llmchat", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except LlmchatError as exc:
+        code = _fail(exc.one_line(), exc.exit_code, debug)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.format_message())
+        code = 0
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "llmchat"
+        code = _fail(f"{exc.format_message()} — see `{command} --help`", EXIT_USAGE, debug)
+    except (click_exceptions.Exit, typer.Exit) as exc:
+        code = exc.exit_code
+    except (KeyboardInterrupt, click_exceptions.Abort, typer.Abort):
+        code = _fail("interrupted", EXIT_INTERRUPTED, debug)
+    except BrokenPipeError:
+        code = _broken_pipe()
+    except Exception as exc:  # a bug: one line unless --debug
+        code = _fail(f"internal error: {type(exc).__name__}: {exc} — run again with --debug for the traceback",
+                     EXIT_RUNTIME, debug)
+    _flush_or_quiet()
+    sys.exit(code)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"llmchat: error: {message}" if code != EXIT_INTERRUPTED else "llmchat: interrupted", file=sys.stderr)
+    return code
+
+
+BROKEN_PIPE_EXIT = 0
+
+
+def _broken_pipe() -> int:
+    """The reader closed the pipe (`| head`): stop quietly. Exit 0, like `yes | head`-style tools
+    that treat a closed reader as done (documented in the README)."""
+    _quiet_stdout()
+    return BROKEN_PIPE_EXIT
+
+
+def _quiet_stdout() -> None:
+    # Point stdout at /dev/null so that the interpreter's final flush cannot raise again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _flush_or_quiet() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()

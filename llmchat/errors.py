@@ -1,0 +1,62 @@
+"""Typed errors with a hint; cli.py alone maps them to exit codes.
+
+Exit codes (documented in the README):
+  0 ok · 1 runtime error · 2 usage, config or input error · 3 model not found or not cached ·
+  4 model file rejected (corrupt, pickle, remote code, bad template) · 5 prompt does not fit
+  the context window · 6 out of memory · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REJECTED = 4
+EXIT_CONTEXT = 5
+EXIT_MEMORY = 6
+EXIT_INTERRUPTED = 130
+
+
+class LlmchatError(Exception):
+    """An error the user can act on: one line of message, one line of hint."""
+
+    exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The single stderr line: 'message (hint)'."""
+        text = self.message if not self.hint else f"{self.message} — {self.hint}"
+        return " ".join(text.split("\n"))
+
+
+class UsageError(LlmchatError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(LlmchatError):
+    """models.toml is malformed or names something invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelNotFound(LlmchatError):
+    exit_code = EXIT_NOT_FOUND
+
+
+class ModelRejected(LlmchatError):
+    """The model's files exist but we refuse them (corrupt, pickle, remote code, bad template)."""
+
+    exit_code = EXIT_REJECTED
+
+
+class ContextOverflow(LlmchatError):
+    exit_code = EXIT_CONTEXT
+
+
+class OutOfMemory(LlmchatError):
+    exit_code = EXIT_MEMORY

