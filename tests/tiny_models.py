@@ -77,6 +77,9 @@ def build_tiny_models(root: Path) -> dict[str, Path]:
     from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM,
                               Qwen2Config, Qwen2ForCausalLM)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     root.mkdir(parents=True, exist_ok=True)
     raw = train_tokenizer()
     vocab = raw.get_vocab_size(with_added_tokens=True)

@@ -1,0 +1,213 @@
+"""The decode loop: prefill, KV cache reused across calls, sampling, stop rules, timing.
+
+`generate()` yields one `TokenEvent` per generated token, then one `Finished`. It never prints.
+The caller may stop iterating at any time (generator close, Ctrl-C): the `PromptCache` always
+describes exactly the tokens whose keys and values it holds, so the next call stays correct.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from .detokenize import IncrementalDetokenizer
+from .errors import ContextOverflow, UsageError
+from .events import Alternative, Finished, TokenEvent
+from .tokens import token_bytes
+from .sampling import SamplingParams, apply_repetition_penalty, make_generator, make_sampler
+
+
+@dataclass
+class PromptCache:
+    """The KV cache of the previous call and the token ids it holds (prefix reuse across turns).
+
+    Invariant: `kv` holds keys/values for exactly `tokens` (in order), or is None when empty.
+    """
+
+    kv: Any = None
+    tokens: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.kv, self.tokens = None, []
+
+    def reuse(self, input_ids: list[int]) -> int:
+        """Cut the cache back to its longest common prefix with `input_ids` (leaving at least the
+        last prompt token to compute, whose logits we need); returns the reused length."""
+        common = 0
+        for cached, new in zip(self.tokens, input_ids):
+            if cached != new:
+                break
+            common += 1
+        common = min(common, len(input_ids) - 1)
+        if common == 0:
+            self.reset()
+        elif common < len(self.tokens):
+            self.kv.crop(common - len(self.tokens))
+            del self.tokens[common:]
+        return common
+
+
+def generate(loaded, input_ids: Iterable[int], params: SamplingParams, *, alternatives: int = 5,
+             stop: Iterable[str] = (), cache: PromptCache | None = None,
+             generator: torch.Generator | None = None) -> Iterator[TokenEvent | Finished]:
+    """Stream the answer to `input_ids` (already templated) token by token.
+
+    Stops on any of `loaded.eos_ids` (reason "eos"), a stop string from `params.stop` or `stop`
+    ("stop"; the stop string itself is not emitted, even when it spans tokens), max_new_tokens or
+    the context window ("length"), or Ctrl-C inside the loop ("interrupted").
+    """
+    input_ids = list(input_ids)
+    if not input_ids:
+        raise UsageError("the prompt is empty", "give some text")
+    if len(input_ids) >= loaded.context_length:
+        raise ContextOverflow(f"the prompt is {len(input_ids)} tokens; the context is {loaded.context_length}",
+                              "shorten the prompt")
+    cache = cache if cache is not None else PromptCache()
+    stops = tuple(dict.fromkeys((*params.stop, *stop)))
+    sampler = make_sampler(params, generator if generator is not None else make_generator(params.seed))
+    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler)
+
+
+def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
+    """Run `ids` through the model on top of the cache; returns the last position's logits."""
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
+                    use_cache=True, logits_to_keep=1)
+    cache.kv = out.cache
+    cache.tokens.extend(ids)
+    return out.logits[0, -1]
+
+
+def _loop(loaded, input_ids, params, k, stops, cache, sampler):
+    model, tokenizer = loaded.model, loaded.tokenizer
+    started = time.perf_counter()
+    reused = cache.reuse(input_ids)
+    special_ids = set(tokenizer.all_special_ids)
+    eos_ids = set(loaded.eos_ids)
+    penalty = params.repetition_penalty
+    seen = list(input_ids) if penalty != 1.0 else []
+    detok = IncrementalDetokenizer(tokenizer)
+    releaser = _StopReleaser(stops)
+    stats = dict(prompt_tokens=len(input_ids), reused_tokens=reused)
+    generated, first_at, reason, detail = 0, None, "length", "max tokens"
+    try:
+        logits = _forward(model, cache, input_ids[reused:])
+        prefill_seconds = time.perf_counter() - started
+        while True:
+            logits = logits.float().cpu()
+            if penalty != 1.0:
+                logits = apply_repetition_penalty(logits, torch.tensor(seen), penalty)
+            token, sample_prob = sampler(logits)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            logprob = float(logprobs[token])
+            probs = logprobs.exp()
+            entropy = float(torch.special.entr(probs).sum())
+            alts: tuple[Alternative, ...] = ()
+            if k > 0:
+                top = torch.topk(probs, k)
+                top_ids = top.indices.tolist()
+                alts = tuple(Alternative(i, p, float(pr)) for i, p, pr in
+                             zip(top_ids, tokenizer.convert_ids_to_tokens(top_ids), top.values.tolist()))
+            piece = tokenizer.convert_ids_to_tokens(token)
+            is_special = token in special_ids
+            text = "" if is_special else detok.add(token)
+            event = TokenEvent(index=generated, id=token, piece=piece, bytes=_piece_bytes(tokenizer, token, is_special),
+                               text=text, is_special=is_special, prob=math.exp(logprob), logprob=logprob,
+                               sample_prob=sample_prob, entropy=entropy, alternatives=alts)
+            generated += 1
+            if first_at is None:
+                first_at = time.perf_counter()
+            if token in eos_ids:
+                reason, detail = "eos", piece
+                releaser.pending.append(event)
+                break
+            released, hit = releaser.add(event, holding=detok.holding)
+            yield from released
+            if hit is not None:
+                reason, detail = "stop", hit
+                break
+            if penalty != 1.0:
+                seen.append(token)
+            if generated >= params.max_new_tokens:
+                break
+            if len(cache.tokens) + 1 >= loaded.context_length:
+                detail = "context window"
+                break
+            logits = _forward(model, cache, [token])
+    except KeyboardInterrupt:
+        reason, detail = "interrupted", ""
+    if reason != "stop":
+        yield from releaser.finish(detok.flush())
+    now = time.perf_counter()
+    computed = len(input_ids) - reused
+    yield Finished(
+        reason=reason, detail=detail, generated_tokens=generated,
+        ttft=(first_at or now) - started,
+        prefill_tps=computed / prefill_seconds if first_at and prefill_seconds > 0 else 0.0,
+        decode_tps=(generated - 1) / (now - first_at) if first_at and generated > 1 and now > first_at else 0.0,
+        total_seconds=now - started, **stats)
+
+
+def _piece_bytes(tokenizer, token: int, is_special: bool) -> bytes:
+    """The bytes a token contributes to the text (a byte-level piece may be part of a character)."""
+    return b"" if is_special else token_bytes(tokenizer, token)
+
+
+class _StopReleaser:
+    """Holds back events whose text could be the start of a stop string.
+
+    Text is released only once it cannot be part of a stop-string match; a match cuts the text
+    before the stop string (the event it starts in keeps only the part before it) and drops the
+    rest. Without stop strings, events pass straight through, except while the detokenizer
+    waits for the rest of a character.
+    """
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.pending: list[TokenEvent] = []
+
+    def add(self, event: TokenEvent, holding: bool = False) -> tuple[list[TokenEvent], str | None]:
+        self.pending.append(event)
+        text = "".join(e.text for e in self.pending)
+        best = None
+        for stop in self.stops:
+            at = text.find(stop)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, stop)
+        if best is not None:
+            return self._cut(best[0]), best[1]
+        if holding:
+            return [], None
+        keep = max((n for stop in self.stops for n in range(min(len(stop) - 1, len(text)), 0, -1)
+                    if text.endswith(stop[:n])), default=0)
+        return self._release_upto(len(text) - keep), None
+
+    def _release_upto(self, limit: int) -> list[TokenEvent]:
+        out, used = [], 0
+        while self.pending and used + len(self.pending[0].text) <= limit:
+            used += len(self.pending[0].text)
+            out.append(self.pending.pop(0))
+        return out
+
+    def _cut(self, at: int) -> list[TokenEvent]:
+        out, used = [], 0
+        for event in self.pending:
+            if used + len(event.text) <= at:
+                out.append(event)
+                used += len(event.text)
+                continue
+            if at > used:
+                out.append(replace(event, text=event.text[:at - used]))
+            break
+        self.pending = []
+        return out
+
+    def finish(self, leftover: str) -> list[TokenEvent]:
+        out, self.pending = self.pending, []
+        if leftover and out:
+            out[-1] = replace(out[-1], text=out[-1].text + leftover)
+        return out
