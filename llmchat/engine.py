@@ -16,7 +16,7 @@ import torch
 
 from .detokenize import IncrementalDetokenizer
 from .errors import ContextOverflow, UsageError
-from .events import Alternative, Finished, TokenEvent
+from .events import Alternative, Distribution, Finished, TokenEvent
 from .tokens import token_bytes
 from .sampling import SamplingParams, apply_repetition_penalty, make_generator, make_sampler
 
@@ -211,3 +211,19 @@ class _StopReleaser:
         if leftover and out:
             out[-1] = replace(out[-1], text=out[-1].text + leftover)
         return out
+
+
+def next_distribution(loaded, input_ids: list[int], k: int = 10) -> Distribution:
+    """One forward pass: the model's distribution over the token that would come next."""
+    if not input_ids:
+        raise UsageError("the prompt is empty", "give some text")
+    if len(input_ids) > loaded.context_length:
+        raise ContextOverflow(f"the prompt is {len(input_ids)} tokens; the context is {loaded.context_length}",
+                              "shorten the prompt")
+    logits = _forward(loaded.model, PromptCache(), list(input_ids)).float().cpu()
+    probs = torch.softmax(logits, dim=-1)
+    top = torch.topk(probs, min(k, probs.numel()))
+    ids = top.indices.tolist()
+    pieces = loaded.tokenizer.convert_ids_to_tokens(ids)
+    return Distribution(prompt_tokens=len(input_ids), entropy=float(torch.special.entr(probs).sum()),
+                        top=tuple(Alternative(i, p, float(pr)) for i, p, pr in zip(ids, pieces, top.values.tolist())))

@@ -60,3 +60,13 @@ class ContextOverflow(LlmchatError):
 
 class OutOfMemory(LlmchatError):
     exit_code = EXIT_MEMORY
+
+
+class Interrupted(LlmchatError):
+    """Ctrl-C: the work stopped; what was produced so far has been shown."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class OutputClosed(Exception):
+    """The reader of stdout went away (`| head`). Not an error: stop quietly."""

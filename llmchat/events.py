@@ -80,3 +80,14 @@ class Finished:
     decode_tps: float
     total_seconds: float
     detail: str = ""  # e.g. which stop string, or "context window" vs "max tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """The model distribution over the next token after a prompt (softmax of the logits, no
+    penalty, temperature or truncation): the top-K entries, most probable first, and the entropy
+    of the whole distribution in nats."""
+
+    prompt_tokens: int
+    entropy: float
+    top: tuple[Alternative, ...]

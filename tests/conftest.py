@@ -75,7 +75,7 @@ def smollm2(registry):
 def run_cli(*args: str, input: str | bytes | None = None, env: dict | None = None, timeout: float = 300):
     """Run the installed `llmchat` command; returns CompletedProcess with text stdout/stderr."""
     full_env = dict(os.environ, **(env or {}))
-    data = input.encode() if isinstance(input, str) else input
+    data = input.encode() if isinstance(input, str) else (input if input is not None else b"")  # never the tty
     proc = subprocess.run([LLMCHAT, *args], input=data, capture_output=True, env=full_env, timeout=timeout)
     proc.stdout = proc.stdout.decode("utf-8", "replace")
     proc.stderr = proc.stderr.decode("utf-8", "replace")

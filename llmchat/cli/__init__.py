@@ -11,13 +11,10 @@ import sys
 
 import typer
 
-try:  # typer >= 0.2x vendors click as typer._click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_exceptions
+from typer._click import exceptions as click_exceptions  # typer vendors click; its usage errors live here
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LlmchatError
+from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LlmchatError, OutputClosed
 from .common import State
 
 app = typer.Typer(
@@ -48,6 +45,33 @@ def _root(
 
 
 from . import models_cmd  # noqa: E402,F401  (registers commands)
+from . import tokenize_cmd  # noqa
+from . import ask_cmd, next_cmd  # noqa: E402,F401
+
+
+def _guard_pipes(typer_app: typer.Typer) -> None:
+    """Turn BrokenPipeError inside a command into OutputClosed before click sees it (click would
+    turn it into a bare exit 1)."""
+    import functools
+
+    def wrap(callback):
+        @functools.wraps(callback)
+        def guarded(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except BrokenPipeError:
+                raise OutputClosed() from None
+        return guarded
+
+    for info in typer_app.registered_commands:
+        info.callback = wrap(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance.registered_callback:
+            group.typer_instance.registered_callback.callback = wrap(group.typer_instance.registered_callback.callback)
+        _guard_pipes(group.typer_instance)
+
+
+_guard_pipes(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     except click_exceptions.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "llmchat"
         code = _fail(f"{exc.format_message()} — see `{command} --help`", EXIT_USAGE, debug)
-    except (click_exceptions.Exit, typer.Exit) as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except (KeyboardInterrupt, click_exceptions.Abort, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         code = _fail("interrupted", EXIT_INTERRUPTED, debug)
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         code = _broken_pipe()
     except Exception as exc:  # a bug: one line unless --debug
         code = _fail(f"internal error: {type(exc).__name__}: {exc} — run again with --debug for the traceback",

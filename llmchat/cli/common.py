@@ -16,3 +16,29 @@ class State:
         from ..registry import load_registry
 
         return load_registry(self.models_path)
+
+
+def sampling_params(spec, *, temperature=None, top_p=None, top_k=None, min_p=None, repetition_penalty=None,
+                    seed=None, max_tokens=None, stop=None):
+    """Defaults ← the model's [sampling] table in models.toml ← command-line options.
+
+    Without --seed a random seed is drawn here, so that every answer can be reproduced (it is
+    reported with -v and in --json)."""
+    import secrets
+
+    from ..sampling import SamplingParams
+
+    base = dict(spec.sampling)
+    if "max_new_tokens" in base:
+        base["max_new_tokens"] = int(base["max_new_tokens"])
+    params = SamplingParams().with_overrides(**base)
+    return params.with_overrides(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                 repetition_penalty=repetition_penalty, max_new_tokens=max_tokens,
+                                 seed=seed if seed is not None else secrets.randbits(31),
+                                 stop=tuple(stop) if stop else None)
+
+
+def settings_record(params) -> dict:
+    return {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k, "min_p": params.min_p,
+            "repetition_penalty": params.repetition_penalty, "seed": params.seed,
+            "max_tokens": params.max_new_tokens, "stop": list(params.stop)}

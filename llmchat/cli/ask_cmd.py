@@ -1,0 +1,79 @@
+"""`llmchat ask` — one prompt in, the answer out: for shell scripts and pipes."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import app
+from ..errors import Interrupted, UsageError
+from .common import sampling_params, settings_record
+from .inputs import gather_prompt
+
+VIEW_HELP = "On a terminal: text, tokens (boundaries) or probs (colour by probability)."
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def ask(
+    ctx: typer.Context,
+    prompt: Optional[str] = typer.Argument(None, help="The prompt ('-' reads stdin). Piped stdin comes first."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
+    file: List[str] = typer.Option([], "-f", "--file", help="Add a file's contents to the prompt (repeatable)."),
+    system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
+    temperature: Optional[float] = typer.Option(None, "-t", "--temperature", help="0 = greedy."),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k"),
+    min_p: Optional[float] = typer.Option(None, "--min-p"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling (default: random, reported by -v/--json)."),
+    max_tokens: Optional[int] = typer.Option(None, "-n", "--max-tokens", help="Most tokens to generate."),
+    stop: List[str] = typer.Option([], "--stop", help="Stop at this string (repeatable; not printed)."),
+    raw: bool = typer.Option(False, "--raw", help="No chat template: plain completion (base models)."),
+    hide_thinking: bool = typer.Option(False, "--hide-thinking", help="Do not show a reasoning model's thinking."),
+    thinking_to_stderr: bool = typer.Option(False, "--thinking-to-stderr", help="Thinking to stderr (default for pipes)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Stats line on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with answer, thinking, settings and stats."),
+    logprobs: int = typer.Option(0, "--logprobs", metavar="K", help="With --json/--jsonl: per-token data with top-K alternatives."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Batch: each stdin line is a prompt; one JSON line out per line."),
+    view: str = typer.Option("text", "--view", help=VIEW_HELP),
+    truncate: bool = typer.Option(False, "--truncate", help="Drop the oldest part of a prompt that does not fit."),
+    input_errors: str = typer.Option("strict", "--input-errors", help="strict or replace: non-UTF-8 input."),
+    raw_output: bool = typer.Option(False, "--raw-output", help="Pipes only: write the model's exact bytes (unsafe for terminals)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
+    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+) -> None:
+    """Answer one prompt; the answer streams to stdout, everything else goes to stderr."""
+    from ..render.stream import VIEWS
+
+    if view not in VIEWS:
+        raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
+    if input_errors not in ("strict", "replace"):
+        raise UsageError(f"--input-errors {input_errors!r} must be strict or replace", "use --input-errors replace")
+    if raw_output and sys.stdout.isatty():
+        raise UsageError("--raw-output writes unfiltered model bytes and is for pipes only", "pipe the output or drop --raw-output")
+    if logprobs < 0:
+        raise UsageError("--logprobs must be ≥ 0", "e.g. --logprobs 5")
+    if jsonl and (prompt or file or as_json):
+        raise UsageError("--jsonl reads prompts from stdin, one per line", "drop the prompt argument, -f and --json")
+    spec = ctx.obj.registry().get(model)
+    params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                             repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens, stop=stop)
+    text = None if jsonl else gather_prompt(prompt, file, input_errors)
+    from ..loading import load
+
+    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty())
+    if jsonl:
+        from .batch import run_batch
+
+        raise typer.Exit(run_batch(loaded, params, system=system, raw=raw, logprobs=logprobs, truncate=truncate,
+                                   input_errors=input_errors))
+    from .answer import answer_once
+
+    finished = answer_once(loaded, text, params, system=system, raw=raw, truncate=truncate, as_json=as_json,
+                           logprobs=logprobs, view=view, verbose=verbose, hide_thinking=hide_thinking,
+                           thinking_to_stderr=thinking_to_stderr, raw_output=raw_output)
+    if finished.reason == "interrupted":
+        raise Interrupted("interrupted")

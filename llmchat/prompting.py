@@ -1,0 +1,87 @@
+"""Conversation → token ids, through the model's own chat template; raw completion; fitting.
+
+A chat model never sees "messages": it sees one token stream that its chat template makes of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ContextOverflow, ModelRejected
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Token ids ready for the engine, and how they were made."""
+
+    ids: list[int]
+    templated: bool  # False for --raw (plain completion)
+    starts_thinking: bool  # the template's generation prompt already opened the think block
+    dropped_tokens: int = 0  # tokens removed from the input by --truncate
+
+
+def chat_ids(loaded, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    """The chat template applied by transformers (sandboxed jinja2), tokenized."""
+    tokenizer = loaded.tokenizer
+    if not tokenizer.chat_template:
+        raise ModelRejected(f"{loaded.spec.alias} has no chat template",
+                            "use --raw for plain completion, or set chat_template in models.toml")
+    try:
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                  return_dict=False))
+    except Exception as exc:  # jinja errors, raise_exception() in the template, sandbox violations
+        raise ModelRejected(f"chat template rejected: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                            "fix the template or use --raw") from None
+
+
+def raw_ids(loaded, text: str) -> list[int]:
+    """Plain completion: the text as it is, with BOS when the tokenizer adds one."""
+    return list(loaded.tokenizer.encode(text, add_special_tokens=True))
+
+
+def build(loaded, text: str, *, system: str | None = None, raw: bool = False) -> Prompt:
+    if raw:
+        return Prompt(raw_ids(loaded, text), templated=False, starts_thinking=False)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    ids = chat_ids(loaded, messages)
+    return Prompt(ids, templated=True, starts_thinking=opens_thinking(loaded, ids))
+
+
+def opens_thinking(loaded, ids: list[int]) -> bool:
+    """True when the generation prompt ends inside an open think block (R1 templates add "<think>\\n")."""
+    marker = loaded.family.think_open
+    if not marker:
+        return False
+    tail = loaded.tokenizer.decode(ids[-8:], skip_special_tokens=False)
+    return tail.rstrip().endswith(marker)
+
+
+def check_fits(loaded, prompt: Prompt, max_new_tokens: int) -> None:
+    limit = loaded.context_length
+    if len(prompt.ids) + max_new_tokens > limit:
+        how = "after the chat template" if prompt.templated else "as raw text"
+        raise ContextOverflow(
+            f"prompt is {len(prompt.ids)} tokens {how}; the context is {limit} (with max-tokens {max_new_tokens})",
+            "shorten the input, lower --max-tokens, or pass --truncate to drop the oldest part")
+
+
+def truncate(loaded, text: str, *, system: str | None, raw: bool, max_new_tokens: int) -> Prompt:
+    """Drop the oldest part of `text` until the prompt plus max_new_tokens fits the context."""
+    prompt = build(loaded, text, system=system, raw=raw)
+    limit = loaded.context_length
+    if len(prompt.ids) + max_new_tokens <= limit:
+        return prompt
+    tokenizer = loaded.tokenizer
+    body = tokenizer.encode(text, add_special_tokens=False)
+    overhead = len(prompt.ids) - len(body)
+    keep = limit - max_new_tokens - overhead
+    if keep <= 0:
+        check_fits(loaded, prompt, max_new_tokens)  # raises: not even the template fits
+    dropped = len(body) - keep
+    for _ in range(4):  # re-tokenizing the cut text can shift a token or two
+        candidate = build(loaded, tokenizer.decode(body[dropped:]), system=system, raw=raw)
+        if len(candidate.ids) + max_new_tokens <= limit:
+            return Prompt(candidate.ids, candidate.templated, candidate.starts_thinking, dropped_tokens=dropped)
+        dropped += len(candidate.ids) + max_new_tokens - limit
+    check_fits(loaded, candidate, max_new_tokens)
+    return candidate
