@@ -46,5 +46,5 @@ def detect_family(declared: str | None, model_type: str | None, chat_template: s
     base = FAMILIES[MODEL_TYPES.get(model_type or "", "llama")]
     if thinking or (thinking is None and chat_template and "<think>" in chat_template):
         r1 = FAMILIES["deepseek-r1"]
-        return Family(base.name, r1.think_open, r1.think_close, base.end_of_turn + r1.end_of_turn)
+        return Family(base.name, r1.think_open, r1.think_close, tuple(dict.fromkeys(base.end_of_turn + r1.end_of_turn)))
     return base

@@ -42,6 +42,17 @@ def tiny(session_dir) -> dict[str, Path]:
     return build_tiny_models(session_dir / "tiny")
 
 
+THINKING_CHAIN = ["Let", "me", "think.", "Six", "times", "seven.", "</think>", "The", "answer", "is", "42."]
+
+
+@pytest.fixture(scope="session")
+def scripted(session_dir) -> Path:
+    """A scripted checkpoint that thinks, then answers "The answer is 42." (see scripted_model.py)."""
+    from scripted_model import build_scripted
+
+    return build_scripted(session_dir / "scripted", THINKING_CHAIN)
+
+
 @pytest.fixture(scope="session")
 def registry(tiny):
     from llmchat.registry import load_registry

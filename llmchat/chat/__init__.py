@@ -1,0 +1,1 @@
+"""The interactive chat: session state, commands, saved conversations."""

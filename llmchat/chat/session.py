@@ -1,0 +1,222 @@
+"""The state of a chat and the operations on it. No terminal I/O here: the REPL renders.
+
+A conversation is a system prompt plus a list of exchanges (user text, the model's answer with
+its per-token events). What the model receives is the chat template applied to all of it; the
+engine's PromptCache makes each new turn prefill only the new tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Iterator
+
+from .. import prompting
+from ..engine import PromptCache, generate
+from ..errors import ContextOverflow, UsageError
+from ..events import Alternative, Finished, TokenEvent
+from ..sampling import SamplingParams
+from ..thinking import ANSWER, ThinkSplitter
+
+SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "repetition_penalty": float,
+            "max_tokens": int, "seed": int}
+
+
+@dataclass
+class Exchange:
+    """One user message and the model's answer to it.
+
+    raw:      the full text the model wrote (thinking and markers included) — what the chat
+              template receives back as the assistant message, so that the template decides
+              whether reasoning is shown to the model again.
+    answer / thinking: `raw` split by the think markers.
+    events:   the per-token data of the answer (for /inspect, /branch and saving).
+    """
+
+    user: str
+    raw: str = ""
+    answer: str = ""
+    thinking: str = ""
+    events: list[TokenEvent] = field(default_factory=list)
+    finished: Finished | None = None
+    interrupted: bool = False
+    forced: int = 0  # tokens forced by /branch at index `forced_at`
+    forced_at: int = -1
+
+
+@dataclass
+class Session:
+    """spec/loaded model, the conversation, sampling settings and view settings."""
+
+    loaded: object
+    params: SamplingParams
+    system: str | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+    view: str = "text"
+    think: str = "show"  # show: stream reasoning then collapse; hide: only the one-line summary
+    alternatives: int = 5
+    cache: PromptCache = field(default_factory=PromptCache)
+    notices: list[str] = field(default_factory=list)  # things the REPL must tell the user
+
+    # ------------------------------------------------------------------ prompt building
+    def messages(self, upto: int | None = None) -> list[dict]:
+        """The conversation as chat messages; `upto` exchanges, the last one's answer left out."""
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        exchanges = self.exchanges if upto is None else self.exchanges[:upto]
+        for i, ex in enumerate(exchanges):
+            out.append({"role": "user", "content": ex.user})
+            if upto is None or i < len(exchanges) - 1:
+                out.append({"role": "assistant", "content": ex.raw})
+        return out
+
+    def prompt_ids(self) -> list[int]:
+        """Token ids for answering the last exchange (its answer left out)."""
+        return prompting.chat_ids(self.loaded, self.messages(upto=len(self.exchanges)))
+
+    def context_used(self) -> int:
+        if not self.exchanges:
+            msgs = self.messages()
+            return len(prompting.chat_ids(self.loaded, msgs, add_generation_prompt=False)) if msgs else 0
+        return len(prompting.chat_ids(self.loaded, self.messages(), add_generation_prompt=False))
+
+    def fit_context(self) -> list[int]:
+        """Drop the oldest whole exchanges (never the system prompt, never the new message) until
+        the prompt plus max tokens fits; a notice says what was dropped. When even the new message
+        alone does not fit, nothing is dropped and ContextOverflow is raised."""
+        limit, budget = self.loaded.context_length, self.params.max_new_tokens
+        kept = list(self.exchanges)
+        ids = self.prompt_ids()
+        while len(ids) + budget > limit and len(self.exchanges) > 1:
+            self.exchanges.pop(0)
+            ids = self.prompt_ids()
+        if len(ids) + budget > limit:
+            self.exchanges[:] = kept
+            raise ContextOverflow(f"the message is {len(ids)} tokens after the chat template; the context is {limit} "
+                                  f"(with max-tokens {budget})", "shorten it, or lower max_tokens with /set max_tokens N")
+        dropped = len(kept) - len(self.exchanges)
+        if dropped:
+            self.notices.append(f"context full: dropped the oldest {dropped} exchange{'s' * (dropped > 1)} "
+                                f"(prompt now {len(ids)} + {budget} max tokens of {limit})")
+        return ids
+
+    # ------------------------------------------------------------------ turns
+    def ask(self, text: str) -> Iterator[TokenEvent | Finished]:
+        """Add a user message and stream the answer (the exchange is updated as tokens arrive)."""
+        self.exchanges.append(Exchange(user=text))
+        try:
+            ids = self.fit_context()
+        except ContextOverflow:
+            self.exchanges.pop()
+            raise
+        return self._stream(self.exchanges[-1], ids, prefix_events=[])
+
+    def retry(self) -> Iterator[TokenEvent | Finished]:
+        if not self.exchanges:
+            raise UsageError("nothing to retry yet", "send a message first")
+        last = self.exchanges[-1]
+        self.exchanges[-1] = Exchange(user=last.user)
+        self.params = replace(self.params, seed=(self.params.seed or 0) + 1)  # a new sample, still reproducible
+        return self._stream(self.exchanges[-1], self.fit_context(), prefix_events=[])
+
+    def undo(self) -> Exchange:
+        if not self.exchanges:
+            raise UsageError("nothing to undo", "the conversation is empty")
+        return self.exchanges.pop()
+
+    def clear(self) -> None:
+        self.exchanges.clear()
+        self.cache.reset()
+
+    def branch(self, index: int, alternative: str) -> Iterator[TokenEvent | Finished]:
+        """Rewind the last answer to before token `index`, force `alternative` (an index into that
+        token's alternatives, or a literal string) and continue generating from there."""
+        if not self.exchanges or not self.exchanges[-1].events:
+            raise UsageError("no answer to branch from", "send a message first")
+        last = self.exchanges[-1]
+        if not 0 <= index < len(last.events):
+            raise UsageError(f"token {index} does not exist; the last answer has {len(last.events)} tokens",
+                             "see /inspect for the indices")
+        forced = self._forced_tokens(last.events[index], alternative)
+        kept = last.events[:index]
+        prefix = [replace(e, index=i) for i, e in enumerate(kept + forced)]
+        self.exchanges[-1] = Exchange(user=last.user, events=list(prefix), forced=len(forced), forced_at=index)
+        ids = self.prompt_ids() + [e.id for e in prefix]
+        if len(ids) >= self.loaded.context_length:
+            raise ContextOverflow("the branch point is at the end of the context", "branch earlier")
+        return self._stream(self.exchanges[-1], ids, prefix_events=prefix)
+
+    def _forced_tokens(self, event: TokenEvent, alternative: str) -> list[TokenEvent]:
+        tokenizer = self.loaded.tokenizer
+        if alternative.isdigit():
+            pick = int(alternative)
+            if not 0 <= pick < len(event.alternatives):
+                raise UsageError(f"alternative {pick} does not exist; token {event.index} has {len(event.alternatives)}",
+                                 "see /inspect N for the list, or give a literal string in quotes")
+            alts: tuple[Alternative, ...] = (event.alternatives[pick],)
+        else:
+            literal = alternative[1:-1] if len(alternative) >= 2 and alternative[0] == alternative[-1] == '"' else alternative
+            ids = tokenizer.encode(literal, add_special_tokens=False)
+            if not ids:
+                raise UsageError("the alternative is empty", "give an index or a non-empty string")
+            known = {a.id: a.prob for a in event.alternatives}
+            alts = tuple(Alternative(i, p, known.get(i, math.nan) if n == 0 else math.nan)
+                         for n, (i, p) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids))))
+        from ..tokens import token_bytes
+
+        return [TokenEvent(index=0, id=a.id, piece=a.piece, bytes=token_bytes(tokenizer, a.id), text="",
+                           is_special=False, prob=a.prob, logprob=math.log(a.prob) if a.prob > 0 else math.nan,
+                           sample_prob=1.0, entropy=event.entropy if n == 0 else math.nan, alternatives=())
+                for n, a in enumerate(alts)]
+
+    def _stream(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):
+        """Generate into `exchange`; prefix events (kept + forced by /branch) come first."""
+        loaded = self.loaded
+        starts_thinking = prompting.opens_thinking(loaded, ids[:len(ids) - len(prefix_events)])
+        splitter = ThinkSplitter(loaded.family.think_open, loaded.family.think_close, starts_thinking)
+        prefix_ids = [e.id for e in prefix_events]
+        prefix_text = loaded.tokenizer.decode(prefix_ids, skip_special_tokens=True) if prefix_ids else ""
+        raw = [prefix_text]
+        parts = {ANSWER: [], "thinking": []}
+
+        def take(text: str) -> None:
+            for channel, piece in splitter.feed(text):
+                parts[channel].append(piece)
+
+        take(prefix_text)
+        exchange.events = list(prefix_events)
+        finished = None
+        try:
+            for item in generate(loaded, ids, self.params, alternatives=self.alternatives, cache=self.cache):
+                if isinstance(item, Finished):
+                    finished = item
+                    break
+                item = replace(item, index=len(exchange.events))
+                exchange.events.append(item)
+                raw.append(item.text)
+                take(item.text)
+                yield item
+        finally:
+            for channel, piece in splitter.finish():
+                parts[channel].append(piece)
+            exchange.raw, exchange.answer, exchange.thinking = "".join(raw), "".join(parts[ANSWER]), "".join(parts["thinking"])
+            exchange.interrupted = finished is None or finished.reason == "interrupted"
+            exchange.finished = finished
+        if finished is not None:
+            yield finished
+
+    # ------------------------------------------------------------------ settings
+    def set(self, key: str, value: str) -> str:
+        if key not in SETTABLE:
+            raise UsageError(f"unknown setting {key!r}", f"settable: {', '.join(SETTABLE)}")
+        try:
+            number = SETTABLE[key](value)
+        except ValueError:
+            raise UsageError(f"{key} needs a number, not {value!r}", f"e.g. /set {key} 0.7") from None
+        field_name = "max_new_tokens" if key == "max_tokens" else key
+        self.params = replace(self.params, **{field_name: number})  # validated by SamplingParams
+        return f"{key} = {number}"
+
+    def settings(self) -> dict[str, object]:
+        p = self.params
+        return {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "min_p": p.min_p,
+                "repetition_penalty": p.repetition_penalty, "max_tokens": p.max_new_tokens, "seed": p.seed}

@@ -1,0 +1,71 @@
+"""`llmchat chat` — the interactive terminal."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from ..errors import UsageError
+from .common import sampling_params
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def chat(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
+    system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
+    view: str = typer.Option("text", "--view", help="text (markdown), tokens (boundaries) or probs (colour by probability)."),
+    think: str = typer.Option("show", "--think", help="show: stream reasoning, then collapse it; hide: summary only."),
+    temperature: Optional[float] = typer.Option(None, "-t", "--temperature"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k"),
+    min_p: Optional[float] = typer.Option(None, "--min-p"),
+    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    max_tokens: Optional[int] = typer.Option(None, "-n", "--max-tokens"),
+    resume: bool = typer.Option(False, "--continue", help="Resume the last conversation (auto-saved on exit)."),
+    load_path: Optional[str] = typer.Option(None, "--load", help="Start from a saved conversation."),
+    no_history: bool = typer.Option(False, "--no-history", help="Do not read or write the input history."),
+    dtype: Optional[str] = typer.Option(None, "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+) -> None:
+    """Talk to a model; see its tokens and probabilities with /view, /inspect and /branch."""
+    from ..repl import VIEWS
+
+    if view not in VIEWS:
+        raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
+    if think not in ("show", "hide"):
+        raise UsageError(f"--think {think!r} must be show or hide", "e.g. --think hide")
+    if not sys.stdin.isatty():
+        raise UsageError("chat needs a terminal on stdin", "use `llmchat ask` in pipes and scripts")
+    from ..chat import store
+    from ..chat.session import Session
+    from ..loading import load
+    from ..render.console import make_console
+    from ..repl import Repl
+
+    registry = ctx.obj.registry()
+    saved = None
+    if load_path:
+        saved = store.load(Path(load_path))
+    elif resume and store.last_path().exists():
+        saved = store.load(store.last_path())
+    spec = registry.get(model or (saved or {}).get("model"))
+    params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                             repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
+
+    def load_model(model_spec):
+        return load(model_spec, dtype=dtype, device=device, download=download, progress=True)
+
+    session = Session(loaded=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
+    if saved:
+        store.restore(session, saved)
+        session.system = system or saved.get("system")
+    console = make_console()
+    history = None if no_history else store.state_dir() / "history"
+    Repl(session, console, registry=registry, load_model=load_model, history=history, autosave=store.last_path()).run()

@@ -1,0 +1,252 @@
+"""Rendering a chat in the terminal: streamed answers in three views, thinking, tables.
+
+Long answers never live inside one big `rich.live.Live`: finished Markdown blocks are printed to
+the scrollback as they complete and only the unfinished tail is repainted (the approach of
+transformers' chat display), so an answer longer than the screen neither freezes nor truncates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ..events import Finished, TokenEvent
+from ..sanitize import sanitize
+from ..thinking import ANSWER, ThinkSplitter
+from .next_view import visible
+from .styles import boundary_style, legend_segments, prob_style
+
+
+class MarkdownStream:
+    """Markdown, committed block by block; the tail block is repainted in a transient Live."""
+
+    def __init__(self, console):
+        self.console = console
+        self.buffer = ""
+        self.live = None
+
+    def _markdown(self, text: str):
+        from rich.markdown import Markdown
+
+        return Markdown(sanitize(text), hyperlinks=False)
+
+    def feed(self, text: str) -> None:
+        self.buffer += text
+        cut = _block_boundary(self.buffer)
+        if cut:
+            self._stop_live()
+            self.console.print(self._markdown(self.buffer[:cut]))
+            self.buffer = self.buffer[cut:]
+        lines = self.buffer.count("\n")
+        if lines > max(4, self.console.height - 4):  # a tail taller than the screen: commit its full lines
+            self._stop_live()
+            head, _, self.buffer = self.buffer.rpartition("\n")
+            from rich.text import Text
+
+            self.console.print(Text(sanitize(head)))
+        if self.buffer.strip():
+            self._live().update(self._markdown(self.buffer), refresh=True)
+
+    def _live(self):
+        if self.live is None:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, transient=True, auto_refresh=False, vertical_overflow="visible")
+            self.live.start()
+        return self.live
+
+    def _stop_live(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def close(self) -> None:
+        self._stop_live()
+        if self.buffer.strip():
+            self.console.print(self._markdown(self.buffer))
+        self.buffer = ""
+
+
+def _block_boundary(text: str) -> int:
+    """End of the last complete Markdown block (a blank line outside a code fence), or 0."""
+    cut, fence = 0, False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        position += len(line)
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        elif not fence and line.strip() == "" and line.endswith("\n") and position < len(text) + 1:
+            cut = position
+    return cut
+
+
+class ThinkingPane:
+    """Reasoning streamed dimmed under a header (last lines only), collapsed to one line when done."""
+
+    def __init__(self, console, show: bool):
+        self.console, self.show = console, show
+        self.text, self.tokens, self.started = "", 0, time.perf_counter()
+        self.live = None
+
+    def feed(self, text: str) -> None:
+        from rich.live import Live
+        from rich.text import Text
+
+        self.text += text
+        if self.live is None:
+            self.live = Live(console=self.console, transient=True, auto_refresh=False)
+            self.live.start()
+        if self.show:
+            tail = "\n".join(self.text.splitlines()[-8:])
+            body = Text("thinking…\n", style="dim italic") + Text(sanitize(tail), style="dim")
+        else:
+            body = Text(f"thinking… {len(self.text)} characters", style="dim italic")
+        self.live.update(body, refresh=True)
+
+    def count(self) -> None:
+        self.tokens += 1
+
+    def close(self) -> None:
+        from rich.text import Text
+
+        if self.live is None:
+            return
+        self.live.stop()
+        self.live = None
+        seconds = time.perf_counter() - self.started
+        self.console.print(Text(f"▸ thought for {self.tokens} tokens, {seconds:.1f}s", style="dim italic"))
+
+
+class AnswerView:
+    """One answer as it streams, in the session's view."""
+
+    def __init__(self, console, view: str, family, starts_thinking: bool, think: str):
+        self.console, self.view = console, view
+        self.splitter = ThinkSplitter(getattr(family, "think_open", None), getattr(family, "think_close", None),
+                                      starts_thinking)
+        self.markdown = MarkdownStream(console) if view == "text" else None
+        self.thinking = ThinkingPane(console, think == "show")
+        self.column_zero = True
+
+    def event(self, event: TokenEvent) -> None:
+        style = boundary_style(event.index) if self.view == "tokens" else prob_style(event.prob) if self.view == "probs" else None
+        pieces = self.splitter.feed(event.text)
+        if self.splitter.channel != ANSWER and not pieces:
+            self.thinking.count()
+        for channel, text in pieces:
+            if channel == ANSWER:
+                self.thinking.close()
+                self._answer(text, style)
+            else:
+                self.thinking.count()
+                self.thinking.feed(text)
+
+    def _answer(self, text: str, style: str | None) -> None:
+        if self.markdown is not None:
+            self.markdown.feed(text)
+            return
+        from rich.text import Text
+
+        self.console.print(Text(sanitize(text), style=style or ""), end="", soft_wrap=True)
+        self.column_zero = text.endswith("\n")
+
+    def close(self) -> None:
+        for channel, text in self.splitter.finish():
+            if channel == ANSWER:
+                self._answer(text, None)
+            else:
+                self.thinking.feed(text)
+        self.thinking.close()
+        if self.markdown is not None:
+            self.markdown.close()
+        elif not self.column_zero:
+            self.console.print()
+
+
+def stats_text(finished: Finished | None, context: tuple[int, int], interrupted: bool):
+    from rich.text import Text
+
+    if finished is None:
+        return Text("interrupted", style="dim")
+    reason = "interrupted" if interrupted else finished.reason + (f" ({finished.detail})" if finished.detail else "")
+    return Text(sanitize(f"{finished.generated_tokens} tokens · TTFT {finished.ttft:.2f}s · {finished.decode_tps:.1f} tok/s"
+                         f" · stop: {reason} · context {context[0]}/{context[1]}"), style="dim")
+
+
+def legend(console) -> None:
+    from rich.text import Text
+
+    line = Text("token probability: ", style="dim")
+    for label, style in legend_segments():
+        line.append(label, style=style)
+    console.print(line)
+
+
+def inspect_table(console, events: list[TokenEvent]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("#", "right"), ("token", "left"), ("prob", "right"), ("entropy", "right"),
+                          ("top alternatives", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "top alternatives", overflow="fold")
+    for e in events:
+        alts = Text()
+        for n, a in enumerate(e.alternatives):
+            alts.append(f"{n}:", style="dim")
+            alts.append(visible(_piece_text(a.piece)) + f" {_pct(a.prob)}  ", style="bold" if a.id == e.id else "")
+        table.add_row(str(e.index), Text(visible(e.text) or visible(e.piece), style=prob_style(e.prob) if not math.isnan(e.prob) else ""),
+                      _pct(e.prob), f"{e.entropy:.2f}" if not math.isnan(e.entropy) else "-", alts)
+    console.print(table)
+    console.print(Text("prob: model distribution (after penalties, before temperature/top-p) · entropy in nats · "
+                       "/inspect N zooms in · /branch N ALT", style="dim"))
+
+
+def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(Text(f"token {event.index}: ", style="bold") + Text(visible(event.text) or visible(event.piece))
+                  + Text(f"  id {event.id} · piece {sanitize(repr(event.piece))} · bytes {event.bytes.hex(' ') or '-'} · "
+                         f"prob {_pct(event.prob)} · sampled with prob {_pct(event.sample_prob)} · "
+                         f"entropy {event.entropy:.2f} nats", style="dim"))
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("alt", "token", "prob", ""):
+        table.add_column(name, no_wrap=True)
+    for n, a in enumerate(event.alternatives):
+        mark = " ◂ chosen" if a.id == event.id else ""
+        table.add_row(str(n), Text(visible(_piece_text(a.piece))), _pct(a.prob),
+                      Text("█" * int(round(a.prob * width)), style="cyan") + Text(mark, style="bold"))
+    console.print(table)
+
+
+def _piece_text(piece: str) -> str:
+    from ..tokens import byte_decoder
+
+    table = byte_decoder()
+    if piece and all(ch in table for ch in piece):
+        return bytes(table[ch] for ch in piece).decode("utf-8", "backslashreplace")
+    return piece.replace("\u2581", " ")
+
+
+def _pct(p: float) -> str:
+    return "-" if p is None or math.isnan(p) else f"{100 * p:.1f}%"
+
+
+def conversation_tokens(console, tokenizer, ids: list[int], context: int) -> None:
+    """The conversation as the model sees it: token boundaries, special tokens highlighted."""
+    from rich.text import Text
+
+    special = set(tokenizer.all_special_ids)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    line = Text()
+    for n, (i, piece) in enumerate(zip(ids, pieces)):
+        if i in special:
+            line.append(sanitize(piece), style="bold #ffffff on #8b1a89")
+            continue
+        text = _piece_text(piece)
+        shown = sanitize(text.replace("\n", "↵\n").replace("\t", "→"))
+        line.append(shown, style=boundary_style(n))
+    console.print(line)
+    console.print(Text(f"{len(ids)} tokens of {context} · special tokens in purple · the model reads exactly this",
+                       style="dim"))

@@ -1,0 +1,63 @@
+"""A real terminal: `llmchat chat` on smollm2 inside tmux, driven with send-keys / capture-pane."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import LLMCHAT
+
+pytestmark = [pytest.mark.smollm2, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+
+class Tmux:
+    def __init__(self, command: str, width: int = 120, height: int = 40):
+        self.name = f"llmchat-test-{uuid.uuid4().hex[:8]}"
+        self.env = dict(os.environ, TERM="xterm-256color")
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
+                        f"{command}; echo EXIT=$?; sleep 60"], check=True, env=self.env)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True, env=self.env)
+
+    def screen(self, escapes: bool = False) -> str:
+        args = ["tmux", "capture-pane", "-p", "-t", self.name] + (["-e"] if escapes else [])
+        return subprocess.run(args, capture_output=True, text=True, check=True, env=self.env).stdout
+
+    def wait_for(self, predicate, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"timed out; the screen was:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, env=self.env)
+
+
+def test_chat_in_a_real_terminal(smollm2):  # smollm2: the converted cache exists before the chat starts
+    tmux = Tmux(f"'{LLMCHAT}' chat --no-history -t 0")
+    try:
+        tmux.wait_for(lambda s: "Ctrl-D to leave" in s and "context" in s)
+        tmux.keys("What is the capital of France?", "Enter")
+        screen = tmux.wait_for(lambda s: s.count("stop:") == 1)
+        assert "Paris" in screen
+        tmux.keys("/view probs", "Enter")
+        tmux.wait_for(lambda s: "view: probs" in s)
+        tmux.keys("/retry", "Enter")
+        tmux.wait_for(lambda s: s.count("stop:") == 2)
+        coloured = tmux.screen(escapes=True)
+        answer_lines = [line for line in coloured.splitlines() if "Paris" in line]
+        assert any("48;2;" in line or "48;5;" in line for line in answer_lines[1:]), coloured  # backgrounds by probability
+        assert not any("48;2;" in line for line in answer_lines[:1])  # the text view had none
+        tmux.keys("/exit", "Enter")
+        tmux.wait_for(lambda s: "EXIT=0" in s, timeout=30)
+    finally:
+        tmux.close()
