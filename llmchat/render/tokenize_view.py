@@ -16,6 +16,9 @@ from ..tokens import Piece, Tokenized
 # Background colours that alternate from token to token (dark text on light colours, like tiktokenizer).
 PALETTE = ("black on #a8d8ff", "black on #ffd3a8", "black on #c4f0b0", "black on #f3bde6", "black on #fff0a0")
 SPECIAL = "bold white on #7c4dce"
+# rich's nearest-colour downgrade to 16 colours makes neighbours alike (two whites): pick them by hand.
+PALETTE_16 = ("black on bright_cyan", "black on bright_yellow", "black on bright_green", "black on bright_magenta")
+SPECIAL_16 = "bold bright_white on blue"
 NO_COLOR_PALETTE = ("reverse", "")
 NO_COLOR_SPECIAL = "bold underline"
 WHITESPACE = {" ": "·", "\t": "→", "\n": "↵"}
@@ -31,11 +34,14 @@ def escape_controls(text: str) -> str:
     return sanitize(text).translate(_INVISIBLE)
 
 
-def visible(text: str, show_whitespace: bool, newlines: bool = True) -> str:
+def visible(text: str, show_whitespace: bool | str, newlines: bool = True) -> str:
     """Escape controls; with show_whitespace, · for space, → for tab, ↵ for newline (followed by
-    a real newline when `newlines`, so the text keeps its lines)."""
+    a real newline when `newlines`, so the text keeps its lines); show_whitespace="newlines"
+    marks newlines only."""
     text = escape_controls(text)
-    if show_whitespace:
+    if show_whitespace == "newlines":
+        text = text.replace("\n", "↵\n" if newlines else "↵")
+    elif show_whitespace:
         text = "".join(WHITESPACE.get(ch, ch) + ("\n" if ch == "\n" and newlines else "") for ch in text)
     elif not newlines:
         text = text.replace("\n", "↵").replace("\t", "→")
@@ -63,8 +69,10 @@ def segments(data: bytes) -> list[tuple[str, bool]]:
     return out
 
 
-def piece_label(piece: Piece, show_whitespace: bool = False, newlines: bool = True) -> str:
-    return "".join(text if is_bytes else visible(text, show_whitespace, newlines) for text, is_bytes in segments(piece.data))
+def piece_label(piece: Piece, show_whitespace: bool | str = False, newlines: bool = True) -> str:
+    """How a token is shown: its text made safe (see `visible`), with partial characters as <XX>."""
+    return "".join(text if is_bytes else visible(text, show_whitespace, newlines)
+                   for text, is_bytes in segments(piece.data))
 
 
 # ---------------------------------------------------------------------------- summary and JSON
@@ -105,9 +113,12 @@ def to_json(result: Tokenized) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- plain (pipe) views
 
-def plain_boundaries(result: Tokenized, show_whitespace: bool = False) -> str:
-    """The tokens separated by '|', then the summary line. No escape codes."""
-    body = "|".join(piece_label(p, show_whitespace) for p in result.pieces)
+def plain_boundaries(result: Tokenized, show_whitespace: bool | str = False) -> str:
+    """The tokens separated by '|', then the summary line. No escape codes. A '|' or '\\' inside
+    a text token is written '\\|' or '\\\\', so that the boundaries stay unambiguous; special
+    tokens (<|im_start|>) are written whole."""
+    body = "|".join(piece_label(p, show_whitespace) if p.special else
+                    piece_label(p, show_whitespace).replace("\\", "\\\\").replace("|", "\\|") for p in result.pieces)
     return body + ("" if not body or body.endswith("\n") else "\n") + summary(result) + "\n"
 
 
@@ -138,7 +149,7 @@ def plain_table(result: Tokenized) -> str:
     return "\n".join(lines) + "\n" + summary(result) + "\n"
 
 
-def plain_compare(results: list[Tokenized], show_whitespace: bool = False) -> str:
+def plain_compare(results: list[Tokenized], show_whitespace: bool | str = False) -> str:
     lines = [compare_rows_text(results), ""]
     for result in results:
         lines.append(f"== {escape_controls(result.model)} ==")
@@ -168,12 +179,13 @@ def _width(text: str) -> int:
 
 # ---------------------------------------------------------------------------- rich (TTY) views
 
-def boundary_text(result: Tokenized, show_whitespace: bool = False, no_color: bool = False):
+def boundary_text(result: Tokenized, show_whitespace: bool | str = False, color_system: str | None = "truecolor"):
     """The text with alternating backgrounds per token; special tokens stand out; the generation
-    prompt is underlined; partial-character bytes are italic."""
+    prompt is underlined; partial-character bytes are italic. color_system None: no colours."""
     from rich.text import Text
 
-    palette, special = (NO_COLOR_PALETTE, NO_COLOR_SPECIAL) if no_color else (PALETTE, SPECIAL)
+    palette, special = ((NO_COLOR_PALETTE, NO_COLOR_SPECIAL) if color_system is None else
+                        (PALETTE_16, SPECIAL_16) if color_system in ("standard", "windows") else (PALETTE, SPECIAL))
     text = Text()
     for p in result.pieces:
         style = special if p.special else palette[p.index % len(palette)]
@@ -184,10 +196,10 @@ def boundary_text(result: Tokenized, show_whitespace: bool = False, no_color: bo
     return text
 
 
-def print_view(console, result: Tokenized, show_whitespace: bool = False) -> None:
+def print_view(console, result: Tokenized, show_whitespace: bool | str = False) -> None:
     from rich.text import Text
 
-    body = boundary_text(result, show_whitespace, console.no_color)
+    body = boundary_text(result, show_whitespace, None if console.no_color else console.color_system)
     if body.plain:
         console.print(body, soft_wrap=True, end="" if body.plain.endswith("\n") else "\n")
     console.print(Text(summary(result), style="dim"), soft_wrap=True)
@@ -203,13 +215,14 @@ def print_table(console, result: Tokenized) -> None:
     for i, name in enumerate(TABLE_HEADER[:keep]):
         table.add_column(name, justify="right" if i < 2 else "left", overflow="fold", no_wrap=i < 2)
     for p, row in zip(result.pieces, rows):
-        style = SPECIAL if p.special and not console.no_color else None
+        style = (None if console.no_color or not p.special else
+                 SPECIAL_16 if console.color_system in ("standard", "windows") else SPECIAL)
         table.add_row(*[Text(cell, style=style if i == 3 else None) for i, cell in enumerate(row[:keep])])
     console.print(table)
     console.print(Text(summary(result), style="dim"), soft_wrap=True)
 
 
-def print_compare(console, results: list[Tokenized], show_whitespace: bool = False) -> None:
+def print_compare(console, results: list[Tokenized], show_whitespace: bool | str = False) -> None:
     from rich.rule import Rule
     from rich.table import Table
     from rich.text import Text
