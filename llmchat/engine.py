@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -53,12 +53,14 @@ class PromptCache:
 
 def generate(loaded, input_ids: Iterable[int], params: SamplingParams, *, alternatives: int = 5,
              stop: Iterable[str] = (), cache: PromptCache | None = None,
-             generator: torch.Generator | None = None) -> Iterator[TokenEvent | Finished]:
+             generator: torch.Generator | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
     """Stream the answer to `input_ids` (already templated) token by token.
 
     Stops on any of `loaded.eos_ids` (reason "eos"), a stop string from `params.stop` or `stop`
     ("stop"; the stop string itself is not emitted, even when it spans tokens), max_new_tokens or
-    the context window ("length"), or Ctrl-C inside the loop ("interrupted").
+    the context window ("length"), or `should_stop()` turning true / Ctrl-C inside the loop
+    ("interrupted"); `should_stop` is checked after every token.
     """
     input_ids = list(input_ids)
     if not input_ids:
@@ -69,7 +71,7 @@ def generate(loaded, input_ids: Iterable[int], params: SamplingParams, *, altern
     cache = cache if cache is not None else PromptCache()
     stops = tuple(dict.fromkeys((*params.stop, *stop)))
     sampler = make_sampler(params, generator if generator is not None else make_generator(params.seed))
-    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler)
+    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler, should_stop or (lambda: False))
 
 
 def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
@@ -82,7 +84,7 @@ def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
     return out.logits[0, -1]
 
 
-def _loop(loaded, input_ids, params, k, stops, cache, sampler):
+def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
     model, tokenizer = loaded.model, loaded.tokenizer
     started = time.perf_counter()
     reused = cache.reuse(input_ids)
@@ -136,6 +138,9 @@ def _loop(loaded, input_ids, params, k, stops, cache, sampler):
                 break
             if len(cache.tokens) + 1 >= loaded.context_length:
                 detail = "context window"
+                break
+            if should_stop():
+                reason, detail = "interrupted", ""
                 break
             logits = _forward(model, cache, [token])
     except KeyboardInterrupt:

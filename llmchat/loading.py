@@ -207,11 +207,11 @@ def check_folder(folder: Path, spec: ModelSpec) -> dict:
 
 
 def _needs_remote_code(config: dict) -> bool:
+    if not config.get("auto_map"):
+        return False  # (checked first: importing transformers costs a second or more)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    native = config.get("model_type") in CONFIG_MAPPING_NAMES
-    auto_map = config.get("auto_map") or {}
-    return not native and bool(auto_map)
+    return config.get("model_type") not in CONFIG_MAPPING_NAMES
 
 
 # ---------------------------------------------------------------------------- GGUF conversion cache

@@ -19,6 +19,7 @@ from .chat.commands import COMMANDS, Command, help_rows, parse
 from .chat.session import Session
 from .errors import LlmchatError, UsageError
 from .events import Finished
+from .interrupt import StopFlag, sigint_sets
 from .render import chat_view
 from .sanitize import sanitize
 
@@ -139,16 +140,19 @@ class Repl:
             for event in ids_hint.events:
                 view.event(event)
         finished = None
+        stop = StopFlag()
+        s.should_stop = stop
         try:
-            with _no_echo():
+            with _no_echo(), sigint_sets(stop):
                 for item in iterator:
                     if isinstance(item, Finished):
                         finished = item
                     else:
                         view.event(item)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the token loop
             iterator.close()
         finally:
+            s.should_stop = None
             view.close()
         exchange = s.exchanges[-1]
         if exchange.interrupted or (finished and finished.reason == "interrupted"):

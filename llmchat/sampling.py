@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: option parsing must stay fast
+    import torch
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class SamplingParams:
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """transformers' definition: for every token already seen, divide a positive logit by the
     penalty and multiply a negative one by it (penalty > 1 discourages repeats)."""
+    import torch
+
     if penalty == 1.0 or seen.numel() == 0:
         return logits
     ids = torch.unique(seen)
@@ -76,6 +79,8 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    import torch
+
     if k <= 0 or k >= logits.numel():
         return logits
     kth = torch.topk(logits, k).values[-1]
@@ -83,6 +88,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    import torch
+
     if p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True)
@@ -94,20 +101,24 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    import torch
+
     if min_p <= 0.0:
         return logits
     probs = torch.softmax(logits, dim=-1)
     return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
 
 
-Sampler = Callable[[torch.Tensor], tuple[int, float]]
+Sampler = Callable[["torch.Tensor"], tuple[int, float]]
 
 
 def make_sampler(params: SamplingParams, generator: torch.Generator | None) -> Sampler:
     """A function: penalised logits (1-D, float32) → (token id, its probability under the
     sampling distribution). Temperature 0 is argmax with probability 1.0."""
     if params.temperature == 0:
-        return lambda logits: (int(torch.argmax(logits)), 1.0)
+        return lambda logits: (int(logits.argmax()), 1.0)
+
+    import torch
 
     def sample(logits: torch.Tensor) -> tuple[int, float]:
         logits = apply_temperature(logits, params.temperature)
@@ -123,6 +134,8 @@ def make_sampler(params: SamplingParams, generator: torch.Generator | None) -> S
 
 def make_generator(seed: int | None, device: str = "cpu") -> torch.Generator:
     """An explicit generator: seeded when asked, else from fresh OS entropy (and reported)."""
+    import torch
+
     generator = torch.Generator(device=device if device.startswith(("cuda", "mps")) else "cpu")
     if seed is None:
         generator.seed()

@@ -215,3 +215,17 @@ def test_repetition_penalty_changes_the_distribution(loaded):
     plain = run(model, ids, GREEDY)[0]
     penalised = run(model, ids, dataclasses.replace(GREEDY, repetition_penalty=3.0))[0]
     assert [e.id for e in plain] != [e.id for e in penalised] or plain[0].prob != penalised[0].prob
+
+
+def test_should_stop_interrupts_after_the_current_token(loaded):
+    model = loaded("tiny-llama")
+    calls = []
+
+    def stop_on_third_check():
+        calls.append(1)
+        return len(calls) >= 3
+
+    events, finished = run(model, chat_ids(model, "Go"), SamplingParams(temperature=1, seed=2, max_new_tokens=50),
+                           should_stop=stop_on_third_check)
+    assert finished.reason == "interrupted" and finished.generated_tokens == 3
+    assert len(events) <= 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .. import prompting
 from ..engine import PromptCache, generate
@@ -56,6 +56,7 @@ class Session:
     think: str = "show"  # show: stream reasoning then collapse; hide: only the one-line summary
     alternatives: int = 5
     cache: PromptCache = field(default_factory=PromptCache)
+    should_stop: Callable[[], bool] | None = None  # set by the REPL while an answer streams (Ctrl-C)
     notices: list[str] = field(default_factory=list)  # things the REPL must tell the user
 
     # ------------------------------------------------------------------ prompt building
@@ -186,7 +187,8 @@ class Session:
         exchange.events = list(prefix_events)
         finished = None
         try:
-            for item in generate(loaded, ids, self.params, alternatives=self.alternatives, cache=self.cache):
+            for item in generate(loaded, ids, self.params, alternatives=self.alternatives, cache=self.cache,
+                                 should_stop=self.should_stop):
                 if isinstance(item, Finished):
                     finished = item
                     break

@@ -11,6 +11,7 @@ from typing import Any
 from .. import prompting
 from ..engine import generate
 from ..events import Finished
+from ..interrupt import StopFlag, sigint_sets
 from ..render.json_out import dumps, finished_record, token_record
 from ..render.stream import AnswerWriter, RichSink, Sink, stats_line, write_legend
 from .common import settings_record
@@ -47,15 +48,17 @@ def prepare(loaded, text: str, params, *, system: str | None, raw: bool, truncat
 
 
 def run_answer(loaded, prompt: prompting.Prompt, params, writer: AnswerWriter, logprobs: int = 0) -> AnswerResult:
+    """Stream one answer into `writer`; Ctrl-C stops it after the current token."""
     tokens: list[dict] = []
     finished = None
-    for item in generate(loaded, prompt.ids, params, alternatives=logprobs):
-        if isinstance(item, Finished):
-            finished = item
-            break
-        writer.event(item)
-        if logprobs:
-            tokens.append(token_record(item))
+    with sigint_sets(StopFlag()) as stop:
+        for item in generate(loaded, prompt.ids, params, alternatives=logprobs, should_stop=stop):
+            if isinstance(item, Finished):
+                finished = item
+                break
+            writer.event(item)
+            if logprobs:
+                tokens.append(token_record(item))
     writer.finish()
     return AnswerResult(finished, writer.answer_text, writer.thinking_text, prompt, tokens)
 

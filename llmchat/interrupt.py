@@ -1,0 +1,42 @@
+"""Ctrl-C during generation as a flag, not an exception.
+
+A KeyboardInterrupt raised at an arbitrary bytecode can be swallowed by a C extension that checks
+for signals and clears the error (seen with Ctrl-C right after a fresh model load: the answer ran
+to the end, or the process left without its last line). So while an answer streams, SIGINT only
+sets a flag that the engine checks after every token ("stops within about one token"); a second
+Ctrl-C raises KeyboardInterrupt as usual, for a loop that is stuck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+
+class StopFlag:
+    """Callable: True once a stop was requested."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@contextlib.contextmanager
+def sigint_sets(flag: StopFlag):
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
