@@ -26,7 +26,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("LLMCHAT_MODELS", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
 from tiny_models import build_tiny_models  # noqa: E402
+
+# CI runs the property tests on a fixed sequence of examples (a run that lands must be
+# repeatable); local runs explore new random examples every time.
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
 
 LLMCHAT = str(Path(sys.executable).parent / "llmchat")
 

@@ -91,6 +91,8 @@ def test_branch_forces_the_alternative_and_continues(session):
     assert [e.id for e in branched[:n]] == [e.id for e in events[:n]]
     assert branched[n].id == alternative.id and abs(branched[n].prob - alternative.prob) < 1e-9
     assert [e.index for e in branched] == list(range(len(branched)))
+    text = session.loaded.tokenizer.decode([e.id for e in branched], skip_special_tokens=True)
+    assert "".join(e.text for e in branched) == text == session.exchanges[-1].raw
     with pytest.raises(UsageError):
         session.branch(999, "0")
     with pytest.raises(UsageError):

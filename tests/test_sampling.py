@@ -42,8 +42,7 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p(values, p):
     logits = torch.tensor(values)
     keep = kept(top_p_filter(logits, p))
     probs = torch.softmax(logits, -1)
-    order = torch.argsort(probs, descending=True, stable=True).tolist()
-    assert order[0] in keep  # the top token always survives
+    assert any(float(probs[i]) == float(probs.max()) for i in keep)  # a most probable token always survives
     mass = float(probs[list(keep)].sum())
     assert mass >= p - 1e-5 or len(keep) == len(values)
     # Minimal: dropping the least probable kept token would fall below p.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .. import prompting
+from ..detokenize import IncrementalDetokenizer
 from ..engine import PromptCache, generate
 from ..errors import ContextOverflow, UsageError
 from ..events import Alternative, Finished, TokenEvent
@@ -138,8 +139,12 @@ class Session:
             raise UsageError(f"token {index} does not exist; the last answer has {len(last.events)} tokens",
                              "see /inspect for the indices")
         forced = self._forced_tokens(last.events[index], alternative)
-        kept = last.events[:index]
-        prefix = [replace(e, index=i) for i, e in enumerate(kept + forced)]
+        detok = IncrementalDetokenizer(self.loaded.tokenizer)  # re-derive the text of kept + forced tokens
+        prefix = [replace(e, index=i, text="" if e.is_special else detok.add(e.id))
+                  for i, e in enumerate(last.events[:index] + forced)]
+        tail = detok.flush()
+        if tail and prefix:
+            prefix[-1] = replace(prefix[-1], text=prefix[-1].text + tail)
         self.exchanges[-1] = Exchange(user=last.user, events=list(prefix), forced=len(forced), forced_at=index)
         ids = self.prompt_ids() + [e.id for e in prefix]
         if len(ids) >= self.loaded.context_length:
@@ -174,8 +179,7 @@ class Session:
         loaded = self.loaded
         starts_thinking = prompting.opens_thinking(loaded, ids[:len(ids) - len(prefix_events)])
         splitter = ThinkSplitter(loaded.family.think_open, loaded.family.think_close, starts_thinking)
-        prefix_ids = [e.id for e in prefix_events]
-        prefix_text = loaded.tokenizer.decode(prefix_ids, skip_special_tokens=True) if prefix_ids else ""
+        prefix_text = "".join(e.text for e in prefix_events)
         raw = [prefix_text]
         parts = {ANSWER: [], "thinking": []}
 
