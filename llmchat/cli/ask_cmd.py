@@ -9,7 +9,7 @@ import typer
 
 from . import app
 from ..errors import Interrupted, UsageError
-from .common import sampling_params, settings_record
+from .common import sampling_params
 from .inputs import gather_prompt
 
 VIEW_HELP = "On a terminal: text, tokens (boundaries) or probs (colour by probability)."
