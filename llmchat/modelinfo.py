@@ -10,6 +10,7 @@ from typing import Any
 from . import loading
 from .families import detect_family
 from .registry import ModelSpec
+from .templates import find_template
 
 
 def template_kind(template: str | None) -> str:
@@ -51,7 +52,8 @@ def describe(spec: ModelSpec, download: bool = False) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     tok_config_path = folder / "tokenizer_config.json"
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
-    template = spec_template(spec, folder, tok_config)
+    found = find_template(folder, spec)
+    template = found[0] if found else None
     info: dict[str, Any] = {"alias": spec.alias, "source": spec.source, "location": spec.location}
     if spec.source in ("gguf", "package"):
         gguf = loading.gguf_file(spec)
@@ -89,16 +91,6 @@ def describe(spec: ModelSpec, download: bool = False) -> dict[str, Any]:
     info["thinking"] = family.think_open is not None
     info["description"] = spec.description
     return info
-
-
-def spec_template(spec: ModelSpec, folder: Path, tok_config: dict) -> str | None:
-    if spec.chat_template:
-        return Path(spec.chat_template).read_text(encoding="utf-8")
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    template = tok_config.get("chat_template")
-    return template if isinstance(template, str) else None
 
 
 def _special_tokens(folder: Path) -> tuple[list[dict], dict[str, int]]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-import torch
 
+from bad_models import pickle_only_folder, remote_code_folder
 from llmchat.loading import gguf_file
 
 
@@ -86,23 +84,6 @@ def test_models_show_smollm2(cli):
     assert proc.returncode == 0 and "LlamaForCausalLM" in proc.stdout
 
 
-def _pickle_folder(tmp_path, tiny):
-    folder = tmp_path / "pickled"
-    folder.mkdir()
-    shutil.copy(tiny["llama"] / "config.json", folder)
-    torch.save({"x": torch.zeros(1)}, folder / "pytorch_model.bin")
-    return folder
-
-
-def _remote_folder(tmp_path, tiny):
-    folder = tmp_path / "remote"
-    shutil.copytree(tiny["llama"], folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="custom_arch", auto_map={"AutoModelForCausalLM": "modeling.Custom"})
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 def _truncated_gguf(tmp_path, registry):
     source = gguf_file(registry.get("smollm2"))
     path = tmp_path / "truncated.gguf"
@@ -130,8 +111,8 @@ def test_bad_model_inputs_give_one_line_and_exit_code(cli, tmp_path, tiny, regis
         "not-a-model-folder": lambda: [str(tmp_path)],
         "garbage-gguf": lambda: [str(tmp_path / "g.gguf")] if (tmp_path / "g.gguf").write_bytes(b"\0" * 4096) else [],
         "truncated-gguf": lambda: [str(_truncated_gguf(tmp_path, registry))],
-        "pickle-only": lambda: [str(_pickle_folder(tmp_path, tiny))],
-        "remote-code": lambda: [str(_remote_folder(tmp_path, tiny))],
+        "pickle-only": lambda: [str(pickle_only_folder(tmp_path, tiny))],
+        "remote-code": lambda: [str(remote_code_folder(tmp_path, tiny))],
         "malformed-toml": lambda: ["--models-placeholder"],
     }[case]()
     prefix: list[str] = []

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from bad_models import pickle_only_folder, remote_code_folder
 from llmchat.errors import ModelNotFound, ModelRejected
 from llmchat.loading import gguf_cache_dir, gguf_file, load
 from llmchat.registry import ModelSpec
@@ -62,10 +62,7 @@ def test_missing_repo_names_repo_cache_and_command(cli):
 
 
 def test_pickle_only_folder_is_refused_without_torch_load(tiny, tmp_path, monkeypatch):
-    folder = tmp_path / "pickled"
-    folder.mkdir()
-    shutil.copy(tiny["llama"] / "config.json", folder)
-    torch.save({"x": torch.zeros(1)}, folder / "pytorch_model.bin")
+    folder = pickle_only_folder(tmp_path, tiny)
     calls = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
     with pytest.raises(ModelRejected, match="pickle"):
@@ -74,11 +71,7 @@ def test_pickle_only_folder_is_refused_without_torch_load(tiny, tmp_path, monkey
 
 
 def test_remote_code_folder_is_refused(tiny, tmp_path):
-    folder = tmp_path / "remote"
-    shutil.copytree(tiny["llama"], folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="totally_custom", auto_map={"AutoModelForCausalLM": "modeling_custom.CustomLM"})
-    (folder / "config.json").write_text(json.dumps(config))
+    folder = remote_code_folder(tmp_path, tiny)
     with pytest.raises(ModelRejected, match="custom Python code"):
         load(ModelSpec(alias="r", source="path", location=str(folder)), progress=False)
 
