@@ -1,10 +1,11 @@
 """Ctrl-C during generation as a flag, not an exception.
 
-A KeyboardInterrupt raised at an arbitrary bytecode can be swallowed by a C extension that checks
-for signals and clears the error (seen with Ctrl-C right after a fresh model load: the answer ran
-to the end, or the process left without its last line). So while an answer streams, SIGINT only
-sets a flag that the engine checks after every token ("stops within about one token"); a second
-Ctrl-C raises KeyboardInterrupt as usual, for a loop that is stuck.
+A KeyboardInterrupt raised at an arbitrary bytecode is a poor way to stop a generation: it can land
+in the middle of a forward pass or of the renderer, and we saw it lost (typer turns one that
+escapes a command into a silent exit 130 — cli/__init__.py now translates it — and once, right
+after a fresh model load, an answer ran on to its end). So while an answer streams, SIGINT only
+sets a flag that the engine checks after every token ("stops within about one token", the KV cache
+consistent); a second Ctrl-C raises KeyboardInterrupt as usual, for a loop that is stuck.
 """
 
 from __future__ import annotations

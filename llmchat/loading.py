@@ -163,6 +163,12 @@ def check_folder(folder: Path, spec: ModelSpec) -> dict:
         if not spec.allow_pickle:
             raise ModelRejected(f"{folder} has only pickle weights ({pickles[0]}); loading pickle can run arbitrary code",
                                 "convert them to safetensors, or set allow_pickle = true / pass --allow-pickle if you trust the source")
+    if has_safetensors:
+        from .safetensors_check import check_safetensors
+
+        for name in sorted(files):
+            if name.endswith(".safetensors"):
+                check_safetensors(folder / name)
     if _needs_remote_code(config) and not spec.trust_remote_code:
         raise ModelRejected(f"{folder} needs custom Python code from the model repo (auto_map in config.json)",
                             "set trust_remote_code = true in models.toml or pass --trust-remote-code if you trust the source")

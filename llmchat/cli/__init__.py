@@ -14,7 +14,7 @@ import typer
 from typer._click import exceptions as click_exceptions  # typer vendors click; its usage errors live here
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, LlmchatError, OutputClosed
+from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, Interrupted, LlmchatError, OutputClosed
 from .common import State
 
 app = typer.Typer(
@@ -49,9 +49,9 @@ from . import tokenize_cmd  # noqa
 from . import ask_cmd, chat_cmd, next_cmd  # noqa: E402,F401
 
 
-def _guard_pipes(typer_app: typer.Typer) -> None:
-    """Turn BrokenPipeError inside a command into OutputClosed before click sees it (click would
-    turn it into a bare exit 1)."""
+def _guard_commands(typer_app: typer.Typer) -> None:
+    """Translate two exceptions inside a command before typer sees them: BrokenPipeError (click
+    would make it a bare exit 1) and KeyboardInterrupt (typer would make it a silent exit 130)."""
     import functools
 
     def wrap(callback):
@@ -61,6 +61,8 @@ def _guard_pipes(typer_app: typer.Typer) -> None:
                 return callback(*args, **kwargs)
             except BrokenPipeError:
                 raise OutputClosed() from None
+            except KeyboardInterrupt:
+                raise Interrupted("interrupted") from None
         return guarded
 
     for info in typer_app.registered_commands:
@@ -68,10 +70,10 @@ def _guard_pipes(typer_app: typer.Typer) -> None:
     for group in typer_app.registered_groups:
         if group.typer_instance.registered_callback:
             group.typer_instance.registered_callback.callback = wrap(group.typer_instance.registered_callback.callback)
-        _guard_pipes(group.typer_instance)
+        _guard_commands(group.typer_instance)
 
 
-_guard_pipes(app)
+_guard_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         code = _fail(f"{exc.format_message()} — see `{command} --help`", EXIT_USAGE, debug)
     except typer.Exit as exc:
         code = exc.exit_code
+        if code == EXIT_INTERRUPTED:  # typer's translation of a KeyboardInterrupt outside a command
+            _fail("interrupted", code, debug)
     except (KeyboardInterrupt, typer.Abort):
         code = _fail("interrupted", EXIT_INTERRUPTED, debug)
     except (BrokenPipeError, OutputClosed):
