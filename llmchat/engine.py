@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from .detokenize import IncrementalDetokenizer
-from .errors import ContextOverflow, UsageError
+from .errors import ContextOverflow, OutOfMemory, UsageError
 from .events import Alternative, Distribution, Finished, TokenEvent
 from .tokens import token_bytes
 from .sampling import SamplingParams, apply_repetition_penalty, make_generator, make_sampler
@@ -75,10 +75,21 @@ def generate(loaded, input_ids: Iterable[int], params: SamplingParams, *, altern
 
 
 def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
-    """Run `ids` through the model on top of the cache; returns the last position's logits."""
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
-                    use_cache=True, logits_to_keep=1)
+    """Run `ids` through the model on top of the cache; returns the last position's logits.
+
+    Out of device memory: the cache is dropped and freed, and OutOfMemory (exit 6) is raised, so a
+    chat can go on with the next turn."""
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
+                        use_cache=True, logits_to_keep=1)
+    except torch.OutOfMemoryError:
+        context = len(cache.tokens) + len(ids)
+        cache.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory while computing {context} tokens of context",
+                          "shorten the conversation (/clear), lower max tokens, or use a smaller dtype") from None
     cache.kv = out.cache
     cache.tokens.extend(ids)
     return out.logits[0, -1]

@@ -41,3 +41,27 @@ def sigint_sets(flag: StopFlag):
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class TimeLimitExceeded(Exception):
+    """Raised inside a `time_limit` block that ran too long."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Bound pure-Python work (a chat template that loops for ever) with SIGALRM; a no-op outside
+    the main thread or where setitimer does not exist."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimitExceeded(f"it ran for more than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -217,8 +217,11 @@ def resolve_device(name: str) -> str:
 
 
 def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None,
-         download: bool = False, progress: bool = True) -> LoadedModel:
-    """Load a model and its tokenizer; dtype/device override the spec ("auto" picks)."""
+         download: bool = False, progress: bool = True, force: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer; dtype/device override the spec ("auto" picks).
+
+    Unless `force`, a model that clearly does not fit the device's free memory is refused first
+    (OutOfMemory, exit 6; see memory.py)."""
     started = time.perf_counter()
     converted = False
     if spec.source in ("gguf", "package"):
@@ -232,6 +235,10 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
     device_name = resolve_device(device or spec.device)
     torch_dtype = resolve_dtype(dtype or spec.dtype, device_name)
     split = (device or spec.device) == "auto-split"
+    if not force and not split:
+        from .memory import check_fits
+
+        check_fits(spec.alias, folder, config, spec.context or context_length(config), torch_dtype, device_name)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
     if not spec.allow_pickle:
         kwargs["use_safetensors"] = True

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ContextOverflow, ModelRejected
+from .interrupt import time_limit
+from . import templates
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,9 @@ def chat_ids(loaded, messages: list[dict], add_generation_prompt: bool = True) -
         raise ModelRejected(f"{loaded.spec.alias} has no chat template",
                             "use --raw for plain completion, or set chat_template in models.toml")
     try:
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                  return_dict=False))
+        with time_limit(templates.TEMPLATE_SECONDS):
+            return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                      return_dict=False))
     except Exception as exc:  # jinja errors, raise_exception() in the template, sandbox violations
         raise ModelRejected(f"chat template rejected: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                             "fix the template or use --raw") from None

@@ -317,9 +317,34 @@ def _starts_thinking(session: Session) -> bool:
         return False
 
 
+MAX_HISTORY_BYTES = 8 * 1024 * 1024
+
+
 def _history(path: Path):
-    """prompt_toolkit's FileHistory, in a file created 0600 (never followed through a symlink)."""
+    """prompt_toolkit's FileHistory, in a file created 0600 (never followed through a symlink),
+    reading back only entries that are valid UTF-8, from a file of bounded size."""
     from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    class SafeFileHistory(FileHistory):
+        def load_history_strings(self):
+            try:
+                with open(self.filename, "rb") as fh:
+                    fh.seek(max(0, os.fstat(fh.fileno()).st_size - MAX_HISTORY_BYTES))
+                    data = fh.read()
+            except OSError:
+                return []
+            strings, entry, valid = [], [], True
+            for raw in data.splitlines(keepends=True) + [b"\n"]:
+                if raw.startswith(b"+"):
+                    try:
+                        entry.append(raw[1:].decode("utf-8"))
+                    except UnicodeDecodeError:
+                        valid = False  # skip the whole entry, not just the line
+                    continue
+                if entry and valid:
+                    strings.append("".join(entry)[:-1])
+                entry, valid = [], True
+            return list(reversed(strings))
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +355,7 @@ def _history(path: Path):
         os.chmod(path, 0o600)
     except OSError:
         return InMemoryHistory()
-    return FileHistory(str(path))
+    return SafeFileHistory(str(path))
 
 
 @contextlib.contextmanager

@@ -21,10 +21,14 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .errors import ModelRejected, UsageError
+from .interrupt import time_limit
 from .tokens import read_json, special_token_names
 
 # Older names of a message's reasoning; transformers copies them to `reasoning_content` (and `thinking`).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+TEMPLATE_SECONDS = 5.0  # a template that renders longer is rejected (it loops for ever)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class ChatTemplate:
         variables.setdefault("tools", None)
         variables.setdefault("documents", None)
         try:
-            return compiled.render(messages=_prepare(messages), add_generation_prompt=add_generation_prompt, **variables)
+            with time_limit(TEMPLATE_SECONDS):
+                return compiled.render(messages=_prepare(messages), add_generation_prompt=add_generation_prompt,
+                                       **variables)
         except Exception as exc:  # raise_exception(), SecurityError, UndefinedError, or a TypeError inside the template
             raise ModelRejected(f"chat template rejected: {_describe(exc)}",
                                 f"the template from {self.origin} failed on these messages") from None

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from .. import prompting
 from ..detokenize import IncrementalDetokenizer
 from ..engine import PromptCache, generate
-from ..errors import ContextOverflow, UsageError
+from ..errors import ContextOverflow, LlmchatError, UsageError
 from ..events import Alternative, Finished, TokenEvent
 from ..sampling import SamplingParams
 from ..thinking import ANSWER, ThinkSplitter
@@ -107,7 +107,7 @@ class Session:
         self.exchanges.append(Exchange(user=text))
         try:
             ids = self.fit_context()
-        except ContextOverflow:
+        except LlmchatError:  # too long, or the chat template rejected it: the message is not kept
             self.exchanges.pop()
             raise
         return self._stream(self.exchanges[-1], ids, prefix_events=[])

@@ -44,6 +44,7 @@ def ask(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
 ) -> None:
     """Answer one prompt; the answer streams to stdout, everything else goes to stderr."""
     from ..render.stream import VIEWS
@@ -64,7 +65,7 @@ def ask(
     text = None if jsonl else gather_prompt(prompt, file, input_errors)
     from ..loading import load
 
-    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty())
+    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty(), force=force)
     if jsonl:
         from .batch import run_batch
 

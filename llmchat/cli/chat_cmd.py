@@ -33,6 +33,7 @@ def chat(
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     device: Optional[str] = typer.Option(None, "--device"),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
 ) -> None:
     """Talk to a model; see its tokens and probabilities with /view, /inspect and /branch."""
     from ..repl import VIEWS
@@ -60,7 +61,7 @@ def chat(
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
 
     def load_model(model_spec):
-        return load(model_spec, dtype=dtype, device=device, download=download, progress=True)
+        return load(model_spec, dtype=dtype, device=device, download=download, progress=True, force=force)
 
     session = Session(loaded=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
     if saved:

@@ -27,6 +27,7 @@ def next_token(
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     device: Optional[str] = typer.Option(None, "--device"),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
 ) -> None:
     """Show the top-K next tokens with probability, bar, cumulative probability and entropy."""
     if top < 1:
@@ -39,7 +40,7 @@ def next_token(
     from ..engine import next_distribution
     from ..loading import load
 
-    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty())
+    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty(), force=force)
     built = prompting.build(loaded, text, system=system, raw=not chat)
     ids = list(built.ids)
     if after:
