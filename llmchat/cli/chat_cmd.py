@@ -42,8 +42,6 @@ def chat(
         raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
     if think not in ("show", "hide"):
         raise UsageError(f"--think {think!r} must be show or hide", "e.g. --think hide")
-    if not sys.stdin.isatty():
-        raise UsageError("chat needs a terminal on stdin", "use `llmchat ask` in pipes and scripts")
     from ..chat import store
     from ..chat.session import Session
     from ..loading import load
@@ -56,6 +54,8 @@ def chat(
         saved = store.load(Path(load_path))
     elif resume and store.last_path().exists():
         saved = store.load(store.last_path())
+    if not sys.stdin.isatty():
+        raise UsageError("chat needs a terminal on stdin", "use `llmchat ask` in pipes and scripts")
     spec = registry.get(model or (saved or {}).get("model"))
     params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)

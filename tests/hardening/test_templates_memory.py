@@ -92,3 +92,18 @@ def test_json_keeps_exact_bytes_and_terminal_output_does_not(cli, tmp_path):
     assert "\x1b" not in plain.stdout and "␛[2Jdone␍" in plain.stdout
     raw = cli("ask", "-m", str(folder), "hi", "-t", "0", "-n", "20", "--hide-thinking", "--raw-output")
     assert "\x1b[2Jdone\r" in raw.stdout  # exact bytes, on request, into a pipe
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"version": 1,\n "turns": [}', "bad.json:2: invalid JSON"),
+    ('{"version": 7, "turns": []}', "version 7"),
+    ('{"version": 1, "turns": [], "messages": [{"role": "root", "content": "x"}]}', "unknown role 'root'"),
+    ("x" * 10, "invalid JSON"),
+])
+def test_chat_load_rejects_bad_conversation_files(cli, tmp_path, content, fragment):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    proc = cli("chat", "--load", str(bad))
+    assert proc.returncode == 2
+    line, = proc.stderr.strip().splitlines()
+    assert fragment in line and str(bad) in line
