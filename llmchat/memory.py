@@ -8,10 +8,10 @@ skips it. Devices where free memory cannot be read (MPS, non-Linux CPUs) are not
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import OutOfMemory
+from .modelinfo import safetensors_parameters
 
 KV_TOKENS = 4096
 GIB = 1024 ** 3
@@ -33,21 +33,6 @@ def free_bytes(device: str) -> int | None:
     return None
 
 
-def parameter_count(folder: Path) -> int:
-    total = 0
-    for file in folder.glob("*.safetensors"):
-        with open(file, "rb") as fh:
-            length = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(length))
-        for name, info in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in info["shape"]:
-                    count *= dim
-                total += count
-    return total
-
-
 def kv_bytes(config: dict, context: int, itemsize: int) -> int:
     text = config.get("text_config") or config
     layers = text.get("num_hidden_layers") or 0
@@ -62,7 +47,7 @@ def check_fits(alias: str, folder: Path, config: dict, context: int, dtype, devi
     if free is None:
         return
     itemsize = dtype.itemsize if hasattr(dtype, "itemsize") else 4
-    weights = parameter_count(folder) * itemsize
+    weights = safetensors_parameters(folder)[0] * itemsize
     kv = kv_bytes(config, context, itemsize)
     if weights + kv > free:
         name = str(dtype).removeprefix("torch.")
