@@ -121,7 +121,7 @@ def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
             entropy = float(torch.special.entr(probs).sum())
             alts: tuple[Alternative, ...] = ()
             if k > 0:
-                top = torch.topk(probs, k)
+                top = torch.topk(probs, min(k, probs.numel()))
                 top_ids = top.indices.tolist()
                 alts = tuple(Alternative(i, p, float(pr)) for i, p, pr in
                              zip(top_ids, tokenizer.convert_ids_to_tokens(top_ids), top.values.tolist()))

@@ -229,3 +229,11 @@ def test_should_stop_interrupts_after_the_current_token(loaded):
                            should_stop=stop_on_third_check)
     assert finished.reason == "interrupted" and finished.generated_tokens == 3
     assert len(events) <= 3
+
+
+def test_more_alternatives_than_the_vocabulary(loaded):
+    model = loaded("tiny-llama")
+    events, _ = run(model, chat_ids(model, "Hi"), SamplingParams(temperature=0, max_new_tokens=2), alternatives=10**6)
+    vocab = model.model.config.vocab_size
+    assert all(len(e.alternatives) == vocab for e in events)
+    assert abs(sum(a.prob for a in events[0].alternatives) - 1.0) < 1e-4
