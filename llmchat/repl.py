@@ -135,7 +135,7 @@ class Repl:
         self._notices()
         ids_hint = s.exchanges[-1]
         view = chat_view.AnswerView(self.console, s.view, s.loaded.family,
-                                    starts_thinking=_starts_thinking(s), think=s.think)
+                                    starts_thinking=s.starts_thinking, think=s.think)
         if ids_hint.events:  # /branch: the kept and forced tokens first
             for event in ids_hint.events:
                 view.event(event)
@@ -306,15 +306,6 @@ class Repl:
                 store.save(self.session, self.autosave)
             except OSError:
                 pass
-
-
-def _starts_thinking(session: Session) -> bool:
-    from .prompting import opens_thinking
-
-    try:
-        return opens_thinking(session.loaded, session.prompt_ids())
-    except LlmchatError:
-        return False
 
 
 MAX_HISTORY_BYTES = 8 * 1024 * 1024

@@ -41,8 +41,6 @@ class Exchange:
     events: list[TokenEvent] = field(default_factory=list)
     finished: Finished | None = None
     interrupted: bool = False
-    forced: int = 0  # tokens forced by /branch at index `forced_at`
-    forced_at: int = -1
 
 
 @dataclass
@@ -58,6 +56,8 @@ class Session:
     alternatives: int = 5
     cache: PromptCache = field(default_factory=PromptCache)
     should_stop: Callable[[], bool] | None = None  # set by the REPL while an answer streams (Ctrl-C)
+    starts_thinking: bool = False  # whether the answer being streamed starts inside a think block
+    _context_memo: tuple = field(default=(None, 0), repr=False)
     notices: list[str] = field(default_factory=list)  # things the REPL must tell the user
 
     # ------------------------------------------------------------------ prompt building
@@ -76,10 +76,14 @@ class Session:
         return prompting.chat_ids(self.loaded, self.messages(upto=len(self.exchanges)))
 
     def context_used(self) -> int:
-        if not self.exchanges:
+        """Tokens the conversation takes now (the toolbar asks at every redraw: memoised on what
+        it depends on)."""
+        key = (self.loaded.spec, self.system, tuple((ex.user, ex.raw) for ex in self.exchanges))
+        if self._context_memo[0] != key:
             msgs = self.messages()
-            return len(prompting.chat_ids(self.loaded, msgs, add_generation_prompt=False)) if msgs else 0
-        return len(prompting.chat_ids(self.loaded, self.messages(), add_generation_prompt=False))
+            used = len(prompting.chat_ids(self.loaded, msgs, add_generation_prompt=False)) if msgs else 0
+            self._context_memo = (key, used)
+        return self._context_memo[1]
 
     def fit_context(self) -> list[int]:
         """Drop the oldest whole exchanges (never the system prompt, never the new message) until
@@ -145,7 +149,7 @@ class Session:
         tail = detok.flush()
         if tail and prefix:
             prefix[-1] = replace(prefix[-1], text=prefix[-1].text + tail)
-        self.exchanges[-1] = Exchange(user=last.user, events=list(prefix), forced=len(forced), forced_at=index)
+        self.exchanges[-1] = Exchange(user=last.user, events=list(prefix))
         ids = self.prompt_ids() + [e.id for e in prefix]
         if len(ids) >= self.loaded.context_length:
             raise ContextOverflow("the branch point is at the end of the context", "branch earlier")
@@ -175,10 +179,14 @@ class Session:
                 for n, a in enumerate(alts)]
 
     def _stream(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):
-        """Generate into `exchange`; prefix events (kept + forced by /branch) come first."""
+        """Generate into `exchange`; prefix events (kept + forced by /branch) come first. Sets
+        `starts_thinking` now, before the first token, so that a renderer can use it."""
+        self.starts_thinking = prompting.opens_thinking(self.loaded, ids[:len(ids) - len(prefix_events)])
+        return self._generate(exchange, ids, prefix_events)
+
+    def _generate(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):
         loaded = self.loaded
-        starts_thinking = prompting.opens_thinking(loaded, ids[:len(ids) - len(prefix_events)])
-        splitter = ThinkSplitter(loaded.family.think_open, loaded.family.think_close, starts_thinking)
+        splitter = ThinkSplitter(loaded.family.think_open, loaded.family.think_close, self.starts_thinking)
         prefix_text = "".join(e.text for e in prefix_events)
         raw = [prefix_text]
         parts = {ANSWER: [], "thinking": []}

@@ -7,7 +7,6 @@ is passed through `sanitize` unless raw output was asked for (pipes only).
 
 from __future__ import annotations
 
-import sys
 from typing import TextIO
 
 from ..events import TokenEvent
@@ -123,7 +122,3 @@ def stats_line(finished, *, seed: int | None = None, context: tuple[int, int] | 
     if context:
         parts.append(f"context {context[0]}/{context[1]}")
     return sanitize(" · ".join(parts))
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
