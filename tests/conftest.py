@@ -106,6 +106,18 @@ def cli():
     return run_cli
 
 
+def stderr_of_main(args: list[str]) -> str:
+    """Run `llmchat.cli.main(args)` in a fresh interpreter; its stderr ends with "NO-TORCH" when the
+    command finished without torch ever being imported ("TORCH-LOADED" otherwise)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('TORCH-LOADED' if 'torch' in sys.modules else 'NO-TORCH'))\n"
+            "from llmchat.cli import main\n"
+            f"main({args!r})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path

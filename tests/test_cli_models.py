@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from bad_models import pickle_only_folder, remote_code_folder
+from conftest import stderr_of_main
 from llmchat.loading import gguf_file
 
 
@@ -31,13 +30,7 @@ def test_version_and_help(cli):
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["models", "--json"]])
 def test_fast_paths_never_import_torch(args):
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: sys.stderr.write('TORCH-LOADED' if 'torch' in sys.modules else 'NO-TORCH'))\n"
-            "from llmchat.cli import main\n"
-            f"main({args!r})\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.endswith("NO-TORCH")
+    assert stderr_of_main(args).endswith("NO-TORCH")
 
 
 def test_models_json_lists_registry_with_availability(cli, tiny):

@@ -6,13 +6,12 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conftest import stderr_of_main
 from llmchat.errors import ModelRejected, UsageError
 from llmchat.templates import load_template, parse_messages
 from llmchat.tokens import open_tokenizer
@@ -475,23 +474,13 @@ def test_bos_in_the_summary_and_empty_text(tok, tmp_path, tiny):
     assert (data["count"], data["bos_added"], data["tokens"][0]["piece"]) == (1, True, "<|begin_of_text|>")
 
 
-def _imports_torch(args: list[str]) -> str:
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: sys.stderr.write('TORCH-LOADED' if 'torch' in sys.modules else 'NO-TORCH'))\n"
-            "from llmchat.cli import main\n"
-            f"main({args!r})\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stderr
-
-
-def test_tokenize_never_imports_torch(tiny):
+def test_tokenize_neverstderr_of_main(tiny):
     base = ["--models", str(tiny["toml"]), "tokenize"]
-    assert _imports_torch([*base, "-m", "tiny-llama", "--count", "hello"]).endswith("NO-TORCH")
-    assert _imports_torch([*base, "-m", "tiny-r1", "--chat", "--table", "hello"]).endswith("NO-TORCH")
+    assert stderr_of_main([*base, "-m", "tiny-llama", "--count", "hello"]).endswith("NO-TORCH")
+    assert stderr_of_main([*base, "-m", "tiny-r1", "--chat", "--table", "hello"]).endswith("NO-TORCH")
 
 
 @pytest.mark.smollm2
 def test_tokenize_smollm2_never_imports_torch_once_cached(smollm2_folder):
-    assert _imports_torch(["tokenize", "--chat", "-s", "Be brief.", "hello"]).endswith("NO-TORCH")
-    assert _imports_torch(["tokenize", "--compare", "smollm2", "hello 🦙"]).endswith("NO-TORCH")
+    assert stderr_of_main(["tokenize", "--chat", "-s", "Be brief.", "hello"]).endswith("NO-TORCH")
+    assert stderr_of_main(["tokenize", "--compare", "smollm2", "hello 🦙"]).endswith("NO-TORCH")
