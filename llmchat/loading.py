@@ -37,7 +37,7 @@ class LoadedModel:
     `folder` is a directory plain transformers can load (for a GGUF source, the cached
     conversion). `eos_ids` lists every id that ends generation: the generation config's eos
     ids (several where it lists several), the tokenizer's eos and the family's end-of-turn
-    tokens. `converted` is True when this load ran the GGUF conversion.
+    tokens. `converted` is True when this load ran the GGUF conversion (or packing).
     """
 
     model: Any
@@ -51,6 +51,8 @@ class LoadedModel:
     folder: Path
     load_seconds: float
     converted: bool = False
+    quant: str = "none"  # how the weights are held: none, int8, int4, or gguf's own blocks ("q4_1+q8_0")
+    backend: str = "transformers"  # "llmchat" (fastllama.py, CPU) or "transformers"
 
 
 # ---------------------------------------------------------------------------- locations (no torch)
@@ -216,54 +218,56 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None,
-         download: bool = False, progress: bool = True, force: bool = False) -> LoadedModel:
-    """Load a model and its tokenizer; dtype/device override the spec ("auto" picks).
+def resolve_quant(name: str, device: str, split: bool) -> str:
+    """`quant` as asked ("auto" unless set); int4/int8 need the CPU path (torch's packed kernels)."""
+    from .registry import QUANTS
 
-    Unless `force`, a model that clearly does not fit the device's free memory is refused first
-    (OutOfMemory, exit 6; see memory.py)."""
+    if name not in QUANTS:
+        raise UsageError(f"--quant {name!r} is not one of {', '.join(QUANTS)}", "pick one of those")
+    if name in ("int4", "int8") and (device != "cpu" or split):
+        raise UsageError(f"--quant {name} runs on the CPU only (torch's packed CPU kernels); the device here is {device}",
+                         "use --device cpu, or --quant none on this device")
+    return name
+
+
+def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None, quant: str | None = None,
+         download: bool = False, progress: bool = True, force: bool = False, backend: str = "auto") -> LoadedModel:
+    """Load a model and its tokenizer; dtype/device/quant override the spec ("auto" picks).
+
+    On the CPU, Llama-shaped models run on llmchat's own forward pass (fastllama.py) with weights
+    kept as `quant` says (a GGUF's 4-bit blocks repacked as they are by default); everything else
+    runs on transformers' modeling code (`backend="transformers"` forces that, e.g. as the
+    reference in tests and benchmarks). Unless `force`, a model that clearly does not fit the
+    device's free memory is refused first (OutOfMemory, exit 6; see memory.py)."""
     started = time.perf_counter()
-    converted = False
-    if spec.source in ("gguf", "package"):
-        folder, converted = ensure_gguf_weights(gguf_file(spec), progress)
+    import torch
+
+    split = (device or spec.device) == "auto-split"
+    device_name = resolve_device(device or spec.device)
+    torch_dtype = resolve_dtype(dtype or spec.dtype, device_name)
+    quant_name = resolve_quant(quant or spec.quant, device_name, split)
+    gguf = spec.source in ("gguf", "package")
+    converted, model, why = False, None, "it does not run on the CPU"
+    if gguf:
+        folder = ensure_gguf_tokenizer(gguf_file(spec), progress)
         config = json.loads((folder / "config.json").read_text())
     else:
         folder = model_folder(spec, download)
         config = check_folder(folder, spec)
-    import torch
+    context = spec.context or context_length(config)
+    if device_name == "cpu" and not split and backend != "transformers":
+        from .fast_load import load_fast
 
-    device_name = resolve_device(device or spec.device)
-    torch_dtype = resolve_dtype(dtype or spec.dtype, device_name)
-    split = (device or spec.device) == "auto-split"
-    if not force and not split:
-        from .memory import check_fits
-
-        check_fits(spec.alias, folder, config, spec.context or context_length(config), torch_dtype, device_name)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
-    if not spec.allow_pickle:
-        kwargs["use_safetensors"] = True
-    if split:
-        kwargs["device_map"] = "auto"
-        if spec.max_memory:
-            kwargs["max_memory"] = {(int(k) if k.isdigit() else k): v for k, v in spec.max_memory.items()}
-        kwargs["offload_folder"] = str(cache_root() / "offload" / spec.alias.replace("/", "--"))
-    elif device_name != "cpu":
-        kwargs["device_map"] = device_name
-    with quiet_transformers(), status(f"loading {spec.alias}", progress and not converted):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-        except torch.OutOfMemoryError:
-            raise OutOfMemory(f"not enough memory to load {spec.alias} in {str(torch_dtype).removeprefix('torch.')} on {device_name}",
-                              "try --dtype bfloat16, a smaller model or --device auto-split") from None
-        except LlmchatError:
-            raise
-        except Exception as exc:
-            raise ModelRejected(f"cannot load {spec.alias} from {folder}: {first_line(exc)}",
-                                "the files are corrupt, incomplete or of an unsupported architecture") from None
-    model.eval()
+        model, converted, why = load_fast(spec, folder, config, quant_name, torch_dtype, progress, force, context)
+    if model is None and quant_name in ("int4", "int8"):
+        raise UsageError(f"--quant {quant_name} needs llmchat's own forward pass (Llama, Mistral, Qwen2 shapes on the CPU), "
+                         f"which {spec.alias} cannot use: {why}", "use --quant none or auto")
+    if model is None:
+        if gguf:
+            folder, converted = ensure_gguf_weights(gguf_file(spec), progress)
+        model = _load_transformers(spec, folder, config, context, torch_dtype, device_name, split, progress and not converted, force)
+        quant_name = "none"
+    tokenizer = _load_tokenizer(spec, folder, progress)
     if spec.chat_template:
         try:
             tokenizer.chat_template = Path(spec.chat_template).read_text(encoding="utf-8")
@@ -276,14 +280,69 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
         spec=spec,
         device=str(model.device) if not split else "auto-split",
         dtype=torch_dtype,
-        context_length=spec.context or context_length(config),
-        eos_ids=eos_ids(getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id,
-                        tokenizer.get_vocab(), family),
+        context_length=context,
+        eos_ids=eos_ids(_generation_eos(folder), tokenizer.eos_token_id, tokenizer.get_vocab(), family),
         family=family,
         folder=folder,
         load_seconds=time.perf_counter() - started,
         converted=converted,
+        quant=getattr(model, "quant_label", quant_name),
+        backend="llmchat" if hasattr(model, "quant_label") else "transformers",
     )
+
+
+def _load_tokenizer(spec: ModelSpec, folder: Path, progress: bool):
+    with quiet_transformers():
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
+        except LlmchatError:
+            raise
+        except Exception as exc:
+            raise ModelRejected(f"cannot load the tokenizer of {spec.alias} from {folder}: {first_line(exc)}",
+                                "the files are corrupt, incomplete or of an unsupported tokenizer") from None
+
+
+def _generation_eos(folder: Path):
+    try:
+        return json.loads((folder / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _load_transformers(spec, folder, config, context, torch_dtype, device_name, split, progress, force):
+    import torch
+
+    if not force and not split:
+        from .memory import check_fits
+
+        check_fits(spec.alias, folder, config, context, torch_dtype, device_name)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": spec.trust_remote_code}
+    if not spec.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if split:
+        kwargs["device_map"] = "auto"
+        if spec.max_memory:
+            kwargs["max_memory"] = {(int(k) if k.isdigit() else k): v for k, v in spec.max_memory.items()}
+        kwargs["offload_folder"] = str(cache_root() / "offload" / spec.alias.replace("/", "--"))
+    elif device_name != "cpu":
+        kwargs["device_map"] = device_name
+    with quiet_transformers(), status(f"loading {spec.alias}", progress):
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        except torch.OutOfMemoryError:
+            raise OutOfMemory(f"not enough memory to load {spec.alias} in {str(torch_dtype).removeprefix('torch.')} on {device_name}",
+                              "try --dtype bfloat16, a smaller model or --device auto-split") from None
+        except LlmchatError:
+            raise
+        except Exception as exc:
+            raise ModelRejected(f"cannot load {spec.alias} from {folder}: {first_line(exc)}",
+                                "the files are corrupt, incomplete or of an unsupported architecture") from None
+    model.eval()
+    return model
 
 
 def context_length(config: dict) -> int:

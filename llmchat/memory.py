@@ -43,15 +43,18 @@ def kv_bytes(config: dict, context: int, itemsize: int) -> int:
 
 
 def check_fits(alias: str, folder: Path, config: dict, context: int, dtype, device: str) -> None:
+    itemsize = dtype.itemsize if hasattr(dtype, "itemsize") else 4
+    name = str(dtype).removeprefix("torch.")
+    check_fits_bytes(alias, safetensors_parameters(folder)[0] * itemsize, kv_bytes(config, context, itemsize), name, device)
+
+
+def check_fits_bytes(alias: str, weights: int, kv: int, what: str, device: str) -> None:
+    """Refuse (OutOfMemory) when weights + KV cache clearly exceed the device's free memory."""
     free = free_bytes(device)
     if free is None:
         return
-    itemsize = dtype.itemsize if hasattr(dtype, "itemsize") else 4
-    weights = safetensors_parameters(folder)[0] * itemsize
-    kv = kv_bytes(config, context, itemsize)
     if weights + kv > free:
-        name = str(dtype).removeprefix("torch.")
         raise OutOfMemory(
-            f"{alias} needs about {(weights + kv) / GIB:.1f} GiB in {name} (weights {weights / GIB:.1f} GiB + KV cache "
-            f"for {min(context, KV_TOKENS)} tokens {kv / GIB:.1f} GiB); {device} has {free / GIB:.1f} GiB free",
-            "try --dtype bfloat16, a smaller model, --device auto-split, or --force to load anyway")
+            f"{alias} needs about {(weights + kv) / GIB:.1f} GiB in {what} (weights {weights / GIB:.1f} GiB + KV cache "
+            f"for {KV_TOKENS} tokens or fewer {kv / GIB:.1f} GiB); {device} has {free / GIB:.1f} GiB free",
+            "try --dtype bfloat16, --quant int4, a smaller model, --device auto-split, or --force to load anyway")

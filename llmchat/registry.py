@@ -32,6 +32,7 @@ from .errors import ConfigError, ModelNotFound, UsageError
 SOURCE_KEYS = ("path", "gguf", "package", "repo")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps", "auto-split")
+QUANTS = ("auto", "none", "int8", "int4")
 FAMILIES = ("llama", "deepseek", "deepseek-r1", "qwen2")
 SAMPLING_KEYS: dict[str, type | tuple[type, ...]] = {
     "temperature": (int, float),
@@ -50,6 +51,7 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "revision": str,
     "family": str,
     "dtype": str,
+    "quant": str,
     "device": str,
     "max_memory": dict,
     "context": int,
@@ -80,6 +82,7 @@ class ModelSpec:
     revision: str | None = None
     family: str | None = None
     dtype: str = "auto"
+    quant: str = "auto"  # auto | none | int8 | int4 (see loading.resolve_quant)
     device: str = "auto"
     max_memory: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     context: int | None = None
@@ -208,7 +211,7 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         raise ConfigError(f"{where}: models.{alias}: `file` only goes with `package`", "remove it or use gguf = PATH")
     if "revision" in entry and source != "repo":
         raise ConfigError(f"{where}: models.{alias}: `revision` only goes with `repo`", "remove it")
-    for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("family", FAMILIES)):
+    for key, allowed in (("dtype", DTYPES), ("quant", QUANTS), ("device", DEVICES), ("family", FAMILIES)):
         if key in entry and entry[key] not in allowed:
             raise ConfigError(f"{path}:{lines.find(('models', alias, key))}: models.{alias}.{key} = {entry[key]!r} is not one of {', '.join(allowed)}",
                               "pick one of those")
@@ -240,6 +243,7 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         revision=entry.get("revision"),
         family=entry.get("family"),
         dtype=entry.get("dtype", "auto"),
+        quant=entry.get("quant", "auto"),
         device=entry.get("device", "auto"),
         max_memory=MappingProxyType({str(k): str(v) for k, v in entry.get("max_memory", {}).items()}),
         context=entry.get("context"),

@@ -215,7 +215,9 @@ class Repl:
         except BaseException:
             self.session.loaded = self.load_model(previous)  # keep the chat usable
             raise
-        self._dim(f"model: {spec.alias} ({self.session.loaded.context_length} tokens of context)")
+        loaded = self.session.loaded
+        self._dim(f"model: {spec.alias} ({loaded.context_length} tokens of context; weights {loaded.quant} "
+                  f"on {loaded.backend}'s forward, {loaded.device})")
 
     def cmd_view(self, args: str) -> None:
         if args not in VIEWS:

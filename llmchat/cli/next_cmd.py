@@ -25,6 +25,7 @@ def next_token(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     input_errors: str = typer.Option("strict", "--input-errors", help="strict or replace: non-UTF-8 input."),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
+    quant: Optional[str] = typer.Option(None, "--quant", help="auto, none, int8, int4 (CPU weights)."),
     device: Optional[str] = typer.Option(None, "--device"),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
     force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
@@ -40,7 +41,7 @@ def next_token(
     from ..engine import next_distribution
     from ..loading import load
 
-    loaded = load(spec, dtype=dtype, device=device, download=download, progress=sys.stderr.isatty(), force=force)
+    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=sys.stderr.isatty(), force=force)
     built = prompting.build(loaded, text, system=system, raw=not chat)
     ids = list(built.ids)
     if after:

@@ -1,0 +1,87 @@
+"""Loading onto llmchat's own CPU forward pass (fastllama.py), with the packed-weight cache.
+
+A GGUF source is read by gguf-py and packed once (its Q4_x / Q8_0 blocks kept as they are); a
+safetensors folder is read directly (mmap) and, under `quant = int4 | int8`, quantized once. The
+packed model is cached next to the GGUF conversion (or under $XDG_CACHE_HOME/llmchat/packed/), so a
+warm start maps one file and runs: no GGUF parse, no transformers model class, no float copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import ModelRejected
+from .fastllama import Shape, Unsupported
+from .gguf_cache import cache_root, first_line, gguf_file, status
+from .registry import ModelSpec
+
+
+def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, progress: bool, force: bool,
+              context: int):
+    """(FastLlama, packed-now?, None) or (None, False, why) when this model needs transformers' code."""
+    try:
+        from .fastllama import rope_inv_freq
+
+        rope_inv_freq(config, Shape.from_config(config).head_dim)
+    except Unsupported as exc:
+        return None, False, str(exc)
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, False, f"config.json: {first_line(exc)}"
+    from . import fast_weights as W
+
+    gguf = spec.source in ("gguf", "package")
+    if not gguf and quant in ("auto", "none"):
+        target = None  # the safetensors files are already mmap-able floats: nothing to cache
+    else:
+        target = (folder if gguf else _packed_dir(folder)) / W.pack_name(quant, dtype)
+    if not force:
+        _check_memory(spec, folder, config, context, target, gguf, dtype)
+    if target is not None and target.is_file():
+        try:
+            model = W.restore(target)
+            model.quant_label = _label(model)
+            return model, False, None
+        except Exception:  # an unreadable cache is rebuilt, never trusted
+            target.unlink(missing_ok=True)
+    message = (f"packing {spec.alias} weights ({quant}; once, cached afterwards)" if target is not None
+               else f"loading {spec.alias}")
+    with status(message, progress):
+        try:
+            raws = W.read_gguf(gguf_file(spec), config) if gguf else W.read_safetensors(folder)
+            model = W.assemble(config, raws, quant, dtype)
+        except Unsupported as exc:
+            return None, False, str(exc)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ModelRejected(f"cannot read the weights of {spec.alias}: {first_line(exc)}",
+                                "the files are corrupt or of an unsupported layout; try --quant none") from None
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            W.save(model, target)
+    model.quant_label = _label(model)
+    return model, target is not None, None
+
+
+def _label(model) -> str:
+    """How the matmuls are held, e.g. "int4+int8-group" for a Q4_1 GGUF, "none" for fp32."""
+    kinds = [k for k in model.kinds() if k != "float"] or ["none"]
+    return "+".join(sorted(kinds, key=["int4", "int8", "int8-group", "none"].index))
+
+
+def _packed_dir(folder: Path) -> Path:
+    files = sorted(folder.glob("*.safetensors"))
+    stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return cache_root() / "packed" / f"{folder.name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+
+
+def _check_memory(spec, folder, config, context, target, gguf, dtype) -> None:
+    from .memory import check_fits_bytes, kv_bytes
+    from .modelinfo import safetensors_parameters
+
+    if target is not None and target.is_file():
+        weights = target.stat().st_size
+    elif gguf:
+        weights = gguf_file(spec).stat().st_size * (1 if target is not None and "none" not in target.name else 8)
+    else:
+        weights = safetensors_parameters(folder)[0] * 4
+    check_fits_bytes(spec.alias, weights, kv_bytes(config, context, 4), "float32 KV cache", "cpu")

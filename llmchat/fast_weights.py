@@ -1,0 +1,246 @@
+"""Weights for fastllama: read from a GGUF file or a safetensors folder, packed once, cached.
+
+- GGUF: Q4_0 / Q4_1 blocks become int4 groups and Q8_0 blocks int8 groups *as they are* (the
+  codes and scales are copied, never re-quantized); other types are dequantized by gguf-py.
+  The q/k rows are un-permuted as transformers does (llama.cpp stores them interleaved for its
+  RoPE).
+- safetensors: the float tensors, quantized only when `quant` asks for it.
+
+The packed result is cached as one safetensors file (mmap-loaded on warm starts: no GGUF parse,
+no packing). Its name carries the torch version and CPU capability, because torch's int4 packed
+layout depends on both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import quant as Q
+from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, rope_inv_freq
+
+PACK_FORMAT = 1
+QUANTS = ("auto", "none", "int8", "int4")
+
+_GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+               "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+
+
+# ---------------------------------------------------------------------------- readers → {hf name: Raw}
+
+def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
+    from gguf import GGMLQuantizationType as T, GGUFReader, dequantize
+
+    reader = GGUFReader(str(path))
+    field = reader.fields.get("general.architecture")
+    arch = bytes(field.parts[field.data[0]]).decode() if field else ""
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    raws: dict[str, Q.Raw] = {}
+    for tensor in reader.tensors:
+        name = _hf_name(tensor.name)
+        if name is None:
+            continue
+        data, kind = tensor.data, tensor.tensor_type
+        rows = int(tensor.shape[-1]) if len(tensor.shape) > 1 else None
+        if kind in (T.Q4_0, T.Q4_1, T.Q8_0):
+            block = {T.Q4_0: 18, T.Q4_1: 20, T.Q8_0: 34}[kind]
+            blocks = np.ascontiguousarray(data).reshape(rows, -1, block)
+            d = torch.from_numpy(blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32))
+            if kind == T.Q8_0:
+                codes = torch.from_numpy(blocks[..., 2:].copy().view(np.int8)).reshape(rows, -1)
+                raw = Q.Raw("int8g", codes=codes, scale=d)
+            else:
+                qs = blocks[..., 4:] if kind == T.Q4_1 else blocks[..., 2:]
+                codes = torch.from_numpy(np.concatenate([qs & 0x0F, qs >> 4], axis=-1)).reshape(rows, -1)
+                zero = (torch.from_numpy(blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)) + 8 * d
+                        if kind == T.Q4_1 else torch.zeros_like(d))
+                raw = Q.Raw("int4", codes=codes, scale=d, zero=zero)
+        elif kind in (T.F32, T.F16):
+            raw = Q.Raw("float", values=torch.from_numpy(np.array(data)))
+        else:
+            values = dequantize(np.asarray(data), kind).astype(np.float32)
+            raw = Q.Raw("float", values=torch.from_numpy(values.reshape([int(n) for n in reversed(tensor.shape)])))
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            raw = _unpermute(raw, heads if "q_proj" in name else kv_heads)
+        raws[name] = raw
+    return raws
+
+
+def _hf_name(gguf_name: str) -> str | None:
+    if gguf_name == "token_embd.weight":
+        return "model.embed_tokens.weight"
+    if gguf_name == "output_norm.weight":
+        return "model.norm.weight"
+    if gguf_name == "output.weight":
+        return "lm_head.weight"
+    parts = gguf_name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_NAMES:
+        return f"model.layers.{parts[1]}.{_GGUF_NAMES[parts[2]]}.{parts[3]}"
+    return None
+
+
+def _unpermute(raw: Q.Raw, n_head: int) -> Q.Raw:
+    """transformers' reverse_permute_weights, applied to whole rows (blocks run along the input)."""
+    rows = raw.shape[0] if raw.values is None or raw.values.dim() > 1 else raw.values.shape[0]
+    dim = rows // n_head // 2
+    order = torch.arange(rows).reshape(n_head, dim, 2).transpose(1, 2).reshape(rows)
+    pick = lambda t: None if t is None else t[order].contiguous()  # noqa: E731
+    return Q.Raw(raw.kind, values=pick(raw.values), codes=pick(raw.codes), scale=pick(raw.scale), zero=pick(raw.zero))
+
+
+def read_safetensors(folder: Path) -> dict[str, Q.Raw]:
+    from safetensors import safe_open
+
+    raws: dict[str, Q.Raw] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                raws[name] = Q.Raw("float", values=f.get_tensor(name))
+    return raws
+
+
+# ---------------------------------------------------------------------------- assembly
+
+def assemble(config: dict, raws: dict[str, Q.Raw], quant: str, dtype: torch.dtype) -> FastLlama:
+    """A FastLlama from raw weights named as in transformers' Llama checkpoints."""
+    shape = Shape.from_config(config)
+    inv_freq = rope_inv_freq(config, shape.head_dim)
+
+    def take(name: str) -> Q.Raw:
+        if name not in raws:
+            raise Unsupported(f"tensor {name} is missing")
+        return raws.pop(name)
+
+    def bias(name: str) -> torch.Tensor | None:
+        raw = raws.pop(name, None)
+        return None if raw is None else raw.dequantize() if raw.kind != "float" else raw.values.float()
+
+    def vector(name: str) -> torch.Tensor:
+        return take(name).values.float().contiguous()
+
+    def fused(prefix: str, names: tuple[str, ...]):
+        parts = [take(f"{prefix}.{n}.weight") for n in names]
+        biases = [bias(f"{prefix}.{n}.bias") for n in names]
+        one = Q.fuse(parts)
+        if one is not None and all(b is None for b in biases):
+            return Q.build(one, quant, dtype)
+        if one is not None and all(b is not None for b in biases):
+            return Q.build(one, quant, dtype, bias=torch.cat(biases))
+        return tuple(Q.build(p, quant, dtype, bias=b) for p, b in zip(parts, biases))
+
+    layers = []
+    for i in range(shape.layers):
+        p = f"model.layers.{i}"
+        layers.append(Layer(
+            attn_norm=vector(f"{p}.input_layernorm.weight"),
+            qkv=fused(f"{p}.self_attn", ("q_proj", "k_proj", "v_proj")),
+            o=Q.build(take(f"{p}.self_attn.o_proj.weight"), quant, dtype, bias=bias(f"{p}.self_attn.o_proj.bias")),
+            mlp_norm=vector(f"{p}.post_attention_layernorm.weight"),
+            gate_up=fused(f"{p}.mlp", ("gate_proj", "up_proj")),
+            down=Q.build(take(f"{p}.mlp.down_proj.weight"), quant, dtype)))
+    head_raw = raws.pop("lm_head.weight", None)
+    if "model.embed_tokens.weight" not in raws and head_raw is not None and config.get("tie_word_embeddings"):
+        raws["model.embed_tokens.weight"], head_raw = head_raw, None  # a tied pair saved under the head's name
+    embed_raw = take("model.embed_tokens.weight")
+    tied = head_raw is None
+    head = Q.build(embed_raw if tied else head_raw, quant, dtype, head=True)
+    embed = _rows(embed_raw, head if tied else None, quant, dtype)
+    norm = vector("model.norm.weight")
+    return FastLlama(shape, inv_freq, embed, layers, norm, head, quant, dtype)
+
+
+def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
+    if raw.kind == "int8g" and quant != "none":
+        if isinstance(tied_head, Q.Int8GroupLinear):
+            return Rows(grouped=tied_head)
+        return Rows(grouped=Q.Int8GroupLinear.from_codes(raw.codes, raw.scale))
+    if isinstance(tied_head, Q.FloatLinear) and tied_head.weight.dtype == (dtype if quant == "none" else torch.float32):
+        return Rows(table=tied_head.weight)
+    return Rows(table=raw.dequantize().to(dtype if quant == "none" else torch.float32).contiguous())
+
+
+# ---------------------------------------------------------------------------- the packed cache
+
+def pack_name(quant: str, dtype: torch.dtype) -> str:
+    key = f"{PACK_FORMAT}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|{quant}|{dtype}"
+    return f"packed-{quant}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+
+
+def save(model: FastLlama, path: Path) -> None:
+    """Write the packed model atomically (temp file in the same folder, then rename)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    layout: dict[str, object] = {}
+
+    def put(prefix: str, linear) -> None:
+        if isinstance(linear, tuple):
+            layout[prefix] = [lin.kind for lin in linear]
+            for j, lin in enumerate(linear):
+                tensors.update(lin.state(f"{prefix}.{j}."))
+        else:
+            layout[prefix] = linear.kind
+            tensors.update(linear.state(prefix + "."))
+
+    for i, layer in enumerate(model.layers):
+        tensors[f"l{i}.attn_norm"], tensors[f"l{i}.mlp_norm"] = layer.attn_norm, layer.mlp_norm
+        for part in ("qkv", "o", "gate_up", "down"):
+            put(f"l{i}.{part}", getattr(layer, part))
+    put("head", model.head)
+    tensors["norm"], tensors["inv_freq"] = model.norm, model.inv_freq
+    if model.embed.table is not None:
+        embed = "shared-float" if isinstance(model.head, Q.FloatLinear) and model.embed.table is model.head.weight else "table"
+        if embed == "table":
+            tensors["embed"] = model.embed.table
+    else:
+        embed = "head" if model.embed.grouped is model.head else "grouped"
+        if embed == "grouped":
+            tensors.update(model.embed.grouped.state("embed."))
+    meta = {"layout": layout, "embed": embed, "shape": model.shape.__dict__, "quant": model.quant,
+            "dtype": str(model.dtype).removeprefix("torch.")}
+    # safetensors refuses tensors that share memory; the shared ones are stored once above.
+    tensors = {name: t.contiguous() for name, t in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=".packed-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"llmchat": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def restore(path: Path) -> FastLlama:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["llmchat"])
+    # The packed kernels use aligned vector loads (an unaligned int8 matrix segfaults): a tensor
+    # that the file's layout left off a 64-byte boundary is copied.
+    tensors = {name: t if t.data_ptr() % 64 == 0 else t.clone() for name, t in load_file(str(path)).items()}
+
+    def get(prefix: str):
+        kind = meta["layout"][prefix]
+        if isinstance(kind, list):
+            return tuple(Q.KINDS[k].restore(tensors, f"{prefix}.{j}.") for j, k in enumerate(kind))
+        return Q.KINDS[kind].restore(tensors, prefix + ".")
+
+    shape = Shape(**meta["shape"])
+    layers = [Layer(attn_norm=tensors[f"l{i}.attn_norm"], qkv=get(f"l{i}.qkv"), o=get(f"l{i}.o"),
+                    mlp_norm=tensors[f"l{i}.mlp_norm"], gate_up=get(f"l{i}.gate_up"), down=get(f"l{i}.down"))
+              for i in range(shape.layers)]
+    head = get("head")
+    embed = {"shared-float": lambda: Rows(table=head.weight), "table": lambda: Rows(table=tensors["embed"]),
+             "head": lambda: Rows(grouped=head),
+             "grouped": lambda: Rows(grouped=Q.Int8GroupLinear.restore(tensors, "embed."))}[meta["embed"]]()
+    return FastLlama(shape, tensors["inv_freq"], embed, layers, tensors["norm"], head, meta["quant"],
+                     getattr(torch, meta["dtype"]))
