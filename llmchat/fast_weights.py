@@ -26,7 +26,7 @@ import torch
 from . import quant as Q
 from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, rope_inv_freq
 
-PACK_FORMAT = 1
+PACK_FORMAT = 2
 QUANTS = ("auto", "none", "int8", "int4")
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -170,14 +170,13 @@ def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
 # ---------------------------------------------------------------------------- the packed cache
 
 def pack_name(quant: str, dtype: torch.dtype) -> str:
+    """The cache file name: the packed layout depends on torch and the CPU, so both are in it."""
     key = f"{PACK_FORMAT}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|{quant}|{dtype}"
     return f"packed-{quant}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
 
 
 def save(model: FastLlama, path: Path) -> None:
     """Write the packed model atomically (temp file in the same folder, then rename)."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     layout: dict[str, object] = {}
 
@@ -206,27 +205,67 @@ def save(model: FastLlama, path: Path) -> None:
             tensors.update(model.embed.grouped.state("embed."))
     meta = {"layout": layout, "embed": embed, "shape": model.shape.__dict__, "quant": model.quant,
             "dtype": str(model.dtype).removeprefix("torch.")}
-    # safetensors refuses tensors that share memory; the shared ones are stored once above.
-    tensors = {name: t.contiguous() for name, t in tensors.items()}
+    _write_aligned(path, {name: t.contiguous() for name, t in tensors.items()}, {"llmchat": json.dumps(meta)})
+
+
+_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8",
+           torch.uint8: "U8", torch.int32: "I32", torch.int64: "I64"}
+_ALIGN = 64  # the packed kernels use aligned vector loads: an int8 matrix off a 64-byte boundary segfaults
+
+
+def _write_aligned(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file whose every tensor starts on a 64-byte boundary (padding entries fill
+    the gaps; any safetensors reader still opens it), written to a temp name and renamed."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset, order = 0, []
+    for n, (name, t) in enumerate(tensors.items()):
+        pad = -offset % _ALIGN
+        if pad:
+            header[f"_pad.{n}"] = {"dtype": "U8", "shape": [pad], "data_offsets": [offset, offset + pad]}
+            order.append(bytes(pad))
+            offset += pad
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        order.append(t)
+        offset += size
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % _ALIGN)
     fd, tmp = tempfile.mkstemp(prefix=".packed-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"llmchat": json.dumps(meta)})
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(len(text).to_bytes(8, "little") + text)
+            for item in order:
+                fh.write(item if isinstance(item, bytes) else item.reshape(-1).view(torch.uint8).numpy().tobytes())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def restore(path: Path) -> FastLlama:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def _read_aligned(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read the file into one 64-byte-aligned buffer; every tensor is a view of it (no copy)."""
+    by_name = {v: k for k, v in _DTYPES.items()}
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        buffer = torch.empty(os.fstat(fh.fileno()).st_size - 8 - size, dtype=torch.uint8)
+        if fh.readinto(memoryview(buffer.numpy())) != buffer.numel():
+            raise ValueError("truncated")
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
+    for name, entry in header.items():
+        if name.startswith("_pad."):
+            continue
+        start, end = entry["data_offsets"]
+        if start % _ALIGN or not 0 <= start <= end <= buffer.numel():
+            raise ValueError(f"bad offsets for {name}")
+        tensors[name] = buffer[start:end].view(by_name[entry["dtype"]]).reshape(entry["shape"])
+    return tensors, metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["llmchat"])
-    # The packed kernels use aligned vector loads (an unaligned int8 matrix segfaults): a tensor
-    # that the file's layout left off a 64-byte boundary is copied.
-    tensors = {name: t if t.data_ptr() % 64 == 0 else t.clone() for name, t in load_file(str(path)).items()}
+
+def restore(path: Path) -> FastLlama:
+    tensors, metadata = _read_aligned(path)
+    meta = json.loads(metadata["llmchat"])
 
     def get(prefix: str):
         kind = meta["layout"][prefix]

@@ -240,8 +240,6 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
     reference in tests and benchmarks). Unless `force`, a model that clearly does not fit the
     device's free memory is refused first (OutOfMemory, exit 6; see memory.py)."""
     started = time.perf_counter()
-    import torch
-
     split = (device or spec.device) == "auto-split"
     device_name = resolve_device(device or spec.device)
     torch_dtype = resolve_dtype(dtype or spec.dtype, device_name)
@@ -267,7 +265,7 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
             folder, converted = ensure_gguf_weights(gguf_file(spec), progress)
         model = _load_transformers(spec, folder, config, context, torch_dtype, device_name, split, progress and not converted, force)
         quant_name = "none"
-    tokenizer = _load_tokenizer(spec, folder, progress)
+    tokenizer = _load_tokenizer(spec, folder, backend)
     if spec.chat_template:
         try:
             tokenizer.chat_template = Path(spec.chat_template).read_text(encoding="utf-8")
@@ -291,7 +289,13 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
     )
 
 
-def _load_tokenizer(spec: ModelSpec, folder: Path, progress: bool):
+def _load_tokenizer(spec: ModelSpec, folder: Path, backend: str):
+    """The lite tokenizer (tokenizers + templates.py, no transformers import) where it can stand
+    in; transformers' AutoTokenizer otherwise, and always for backend="transformers"."""
+    from .lite_tokenizer import LiteTokenizer, usable
+
+    if backend != "transformers" and usable(folder, spec):
+        return LiteTokenizer(folder, spec)
     with quiet_transformers():
         from transformers import AutoTokenizer
 

@@ -32,6 +32,8 @@ def chat_ids(loaded, messages: list[dict], add_generation_prompt: bool = True) -
         with time_limit(templates.TEMPLATE_SECONDS):
             return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                       return_dict=False))
+    except ModelRejected:
+        raise  # already "chat template rejected: …" (the lite tokenizer renders through templates.py)
     except Exception as exc:  # jinja errors, raise_exception() in the template, sandbox violations
         raise ModelRejected(f"chat template rejected: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                             "fix the template or use --raw") from None
