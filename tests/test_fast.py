@@ -84,6 +84,19 @@ def test_int8_groups_are_gguf_q8_0():
     assert torch.allclose(linear(x), expected, rtol=0, atol=0.02 * expected.abs().max())
 
 
+def test_fused_rms_norm_is_transformers_rms_norm():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from llmchat.fastllama import _rms_norm
+
+    torch.manual_seed(3)
+    x = torch.randn(5, 64) * 4
+    norm = LlamaRMSNorm(64, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64))
+        assert torch.equal(_rms_norm(x, norm.weight, 1e-5), norm(x))
+
+
 # ---------------------------------------------------------------------------- smollm2's GGUF
 
 @pytest.mark.smollm2

@@ -46,6 +46,9 @@ def ask(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
     download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
     force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
+    no_server: bool = typer.Option(False, "--no-server", help="Do not use a running `llmchat serve`; load in-process."),
+    keep_alive: bool = typer.Option(False, "--keep-alive",
+                                    help="Start a background server (idle timeout 600 s) for later asks."),
 ) -> None:
     """Answer one prompt; the answer streams to stdout, everything else goes to stderr."""
     from ..render.stream import VIEWS
@@ -64,6 +67,15 @@ def ask(
     params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens, stop=stop)
     text = None if jsonl else gather_prompt(prompt, file, input_errors)
+    options = dict(system=system, raw=raw, truncate=truncate, as_json=as_json, logprobs=logprobs, view=view,
+                   verbose=verbose, hide_thinking=hide_thinking, thinking_to_stderr=thinking_to_stderr,
+                   raw_output=raw_output)
+    if not jsonl and not no_server and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device):
+        return
+    if keep_alive:
+        from ..serve.client import spawn_server
+
+        spawn_server(ctx.obj.models_path, model, dtype=dtype, quant=quant, device=device, spec=spec)
     from ..loading import load
 
     loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=sys.stderr.isatty(), force=force)
@@ -72,10 +84,27 @@ def ask(
 
         raise typer.Exit(run_batch(loaded, params, system=system, raw=raw, logprobs=logprobs, truncate=truncate,
                                    input_errors=input_errors))
-    from .answer import answer_once
+    from .answer import LocalModel, answer_once
 
-    finished = answer_once(loaded, text, params, system=system, raw=raw, truncate=truncate, as_json=as_json,
-                           logprobs=logprobs, view=view, verbose=verbose, hide_thinking=hide_thinking,
-                           thinking_to_stderr=thinking_to_stderr, raw_output=raw_output)
+    finished = answer_once(LocalModel(loaded), text, params, **options)
     if finished.reason == "interrupted":
         raise Interrupted("interrupted")
+
+
+def _answer_remote(spec, text, params, options, *, dtype, quant, device) -> bool:
+    """Answer through a live `llmchat serve` for this model and load options; False when there is
+    none (or it went away before answering) and the caller should load the model itself."""
+    from ..serve.client import ServerGone, find_server
+    from .answer import answer_once
+
+    remote = find_server(spec, dtype=dtype, quant=quant, device=device,
+                         alternatives=options["logprobs"] if options["as_json"] else 0)
+    if remote is None:
+        return False
+    try:
+        finished = answer_once(remote, text, params, **options)
+    except ServerGone:
+        return False
+    if finished.reason == "interrupted":
+        raise Interrupted("interrupted")
+    return True
