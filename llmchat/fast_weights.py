@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from . import quant as Q
-from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, rope_inv_freq
+from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 2
+PACK_FORMAT = 3
 QUANTS = ("auto", "none", "int8", "int4")
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -91,7 +91,10 @@ def _unpermute(raw: Q.Raw, n_head: int) -> Q.Raw:
     """transformers' reverse_permute_weights, applied to whole rows (blocks run along the input)."""
     rows = raw.shape[0] if raw.values is None or raw.values.dim() > 1 else raw.values.shape[0]
     dim = rows // n_head // 2
-    order = torch.arange(rows).reshape(n_head, dim, 2).transpose(1, 2).reshape(rows)
+    return _pick_rows(raw, torch.arange(rows).reshape(n_head, dim, 2).transpose(1, 2).reshape(rows))
+
+
+def _pick_rows(raw: Q.Raw, order: torch.Tensor) -> Q.Raw:
     pick = lambda t: None if t is None else t[order].contiguous()  # noqa: E731
     return Q.Raw(raw.kind, values=pick(raw.values), codes=pick(raw.codes), scale=pick(raw.scale), zero=pick(raw.zero))
 
@@ -129,6 +132,11 @@ def assemble(config: dict, raws: dict[str, Q.Raw], quant: str, dtype: torch.dtyp
     def fused(prefix: str, names: tuple[str, ...]):
         parts = [take(f"{prefix}.{n}.weight") for n in names]
         biases = [bias(f"{prefix}.{n}.bias") for n in names]
+        if names[0] == "q_proj":  # RoPE pairs side by side (see fastllama._rotate)
+            for j, heads in ((0, shape.heads), (1, shape.kv_heads)):
+                order = interleave_order(parts[j].shape[0], heads)
+                parts[j] = _pick_rows(parts[j], order)
+                biases[j] = None if biases[j] is None else biases[j][order]
         one = Q.fuse(parts)
         if one is not None and all(b is None for b in biases):
             return Q.build(one, quant, dtype)

@@ -5,8 +5,9 @@ cache grown by `torch.cat`, and a bf16 attention kernel that is slow for one que
 - weights stay in the form they are computed in (quant.py: int4 / int8 packed kernels, or float);
   q/k/v and gate/up are fused into one matmul each;
 - the residual stream, norms, RoPE and attention are fp32; the KV cache is preallocated and
-  written in place (grown by doubling), and attention reads only the filled length;
-- one query attends with a plain matmul + softmax, grouped-query heads without copying K/V.
+  written in place (grown by doubling);
+- RoPE is one complex multiply (q/k rows interleaved at load), attention is fp32 SDPA over the
+  filled length, grouped-query heads without copying K/V.
 
 The model answers the engine's call the way a transformers model does
 (`model(input_ids=, cache=, use_cache=, logits_to_keep=)` → `.logits`, `.cache`), and its cache
@@ -140,7 +141,7 @@ class FastLlama:
         self.quant, self.dtype = quant, dtype
         self.device = torch.device("cpu")
         self.scale = 1.0 / math.sqrt(shape.head_dim)
-        self._cos = self._sin = torch.empty(0, shape.head_dim)
+        self._cis = torch.empty(0, shape.head_dim // 2, dtype=torch.complex64)
 
     # ---- the transformers-like surface the engine uses
     def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
@@ -162,13 +163,13 @@ class FastLlama:
         return counts
 
     # ---- the forward pass
-    def _rope(self, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._cos.shape[0] < end:
-            size = max(end, 2 * self._cos.shape[0], _INITIAL_CAPACITY)
+    def _rope(self, end: int) -> torch.Tensor:
+        """cos + i·sin of every position up to `end`, as complex numbers [positions, head_dim / 2]."""
+        if self._cis.shape[0] < end:
+            size = max(end, 2 * self._cis.shape[0], _INITIAL_CAPACITY)
             freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)
-            emb = torch.cat([freqs, freqs], dim=-1)
-            self._cos, self._sin = emb.cos(), emb.sin()
-        return self._cos, self._sin
+            self._cis = torch.polar(torch.ones_like(freqs), freqs)
+        return self._cis
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0) -> torch.Tensor:
@@ -176,8 +177,7 @@ class FastLlama:
         T, start = ids.shape[0], cache.length
         end = start + T
         cache._reserve(end)
-        cos, sin = self._rope(end)
-        cos, sin = cos[start:end], sin[start:end]
+        cis = self._rope(end)[start:end, None]
         mask = None
         if T > 1 and start > 0:  # causal over the new rows, everything cached is visible
             mask = torch.ones(T, end, dtype=torch.bool).tril_(start)
@@ -190,20 +190,16 @@ class FastLlama:
                 q, k, v = (lin(h) for lin in layer.qkv)
             else:
                 q, k, v = layer.qkv(h).split([q_size, kv_size, kv_size], dim=-1)
-            q = _rotate(q.view(T, s.heads, s.head_dim), cos, sin)
-            k = _rotate(k.view(T, s.kv_heads, s.head_dim), cos, sin)
+            q = _rotate(q, cis, T, s.heads, s.head_dim)
+            k = _rotate(k, cis, T, s.kv_heads, s.head_dim)
             cache.k[i, :, start:end] = k.transpose(0, 1)
             cache.v[i, :, start:end] = v.view(T, s.kv_heads, s.head_dim).transpose(0, 1)
             keys, values = cache.k[i, :, :end], cache.v[i, :, :end]
-            if T == 1:  # one query: grouped heads share their K/V without a copy
-                qg = q.view(s.kv_heads, group, s.head_dim)
-                weights = torch.softmax(torch.matmul(qg, keys.transpose(1, 2)) * self.scale, dim=-1)
-                attn = torch.matmul(weights, values).reshape(1, q_size)
-            else:
-                attn = F.scaled_dot_product_attention(
-                    q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
-                    is_causal=mask is None, scale=self.scale, enable_gqa=group > 1)
-                attn = attn[0].transpose(0, 1).reshape(T, q_size)
+            # fp32 SDPA reads only the filled part of the cache; grouped heads share K/V (no copy).
+            attn = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=group > 1)
+            attn = attn[0].transpose(0, 1).reshape(T, q_size)
             x = x + layer.o(attn)
             h = _rms_norm(x, layer.mlp_norm, s.eps)
             if isinstance(layer.gate_up, tuple):
@@ -226,8 +222,17 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE, rotate-half convention (transformers' Llama layout). x: [T, heads, dim]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None] + rotated * sin[:, None]
+def _rotate(x: torch.Tensor, cis: torch.Tensor, T: int, heads: int, dim: int) -> torch.Tensor:
+    """RoPE as one complex product. The q/k weight rows were put in interleaved order at assembly
+    (`interleave_heads`: pairs (i, i + dim/2) side by side), so a pair is one complex number;
+    the same permutation of q and k leaves every attention score unchanged."""
+    pairs = x.reshape(T, heads, dim // 2, 2)
+    return torch.view_as_real(torch.view_as_complex(pairs) * cis).view(T, heads, dim)
+
+
+def interleave_order(rows: int, heads: int) -> torch.Tensor:
+    """Row order that turns transformers' rotate-half layout of q/k rows into interleaved pairs."""
+    dim = rows // heads
+    half = torch.arange(dim // 2)
+    one = torch.stack([half, half + dim // 2], dim=-1).reshape(dim)
+    return (torch.arange(heads)[:, None] * dim + one).reshape(rows)
