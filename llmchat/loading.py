@@ -111,8 +111,9 @@ def availability(spec: ModelSpec) -> tuple[bool, str]:
     try:
         if spec.source in ("gguf", "package"):
             path = gguf_file(spec)
-            cached = (gguf_cache_dir(path) / "model.safetensors").is_file()
-            return True, "converted" if cached else "GGUF (converted on first load)"
+            folder = gguf_cache_dir(path)
+            cached = (folder / "model.safetensors").is_file() or any(folder.glob("packed-*.safetensors"))
+            return True, "cached" if cached else "GGUF (packed on first load)"
         if spec.source == "repo":
             from huggingface_hub import try_to_load_from_cache
 

@@ -75,6 +75,7 @@ def describe(spec: ModelSpec, download: bool = False) -> dict[str, Any]:
         "context_length": spec.context or loading.context_length(config),
         "vocab_size": text_config.get("vocab_size"),
         "dtype": spec.dtype,
+        "quant": spec.quant,
         "device": spec.device,
         "chat_template": template_kind(template),
     })

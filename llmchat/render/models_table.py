@@ -44,7 +44,7 @@ def model_details(console, info: dict[str, Any]) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     order = ["alias", "description", "architecture", "family", "parameters", "layers", "hidden_size", "heads",
-             "kv_heads", "context_length", "vocab_size", "stored_dtype", "dtype", "device", "chat_template",
+             "kv_heads", "context_length", "vocab_size", "stored_dtype", "dtype", "quant", "device", "chat_template",
              "thinking", "eos_ids", "special_tokens", "source", "location", "gguf_file", "transformers_folder",
              "weights_converted"]
     for key in order:
