@@ -56,6 +56,15 @@ def test_int4_linear_computes_the_grid_it_was_given():
     assert torch.allclose(got, expected, rtol=0, atol=0.02 * expected.abs().max())
 
 
+def test_shapes_the_int4_kernel_cannot_take_stay_exact():
+    """torch packs int4 only for output sizes divisible by 16: other blocks are dequantized."""
+    raw = Q.Raw("int4", codes=torch.randint(0, 16, (40, 64)), scale=torch.rand(40, 2), zero=torch.rand(40, 2))
+    linear = Q.build(raw, "auto", torch.float32)
+    assert isinstance(linear, Q.FloatLinear)
+    x = torch.randn(2, 64)
+    assert torch.allclose(linear(x), x @ raw.dequantize().t(), atol=1e-5)
+
+
 def test_quantizers_stay_within_their_step():
     torch.manual_seed(1)
     w = torch.randn(64, 128)
@@ -70,14 +79,15 @@ def test_quantizers_stay_within_their_step():
     assert isinstance(head, Q.Int8Linear)  # the output head stays 8-bit under int4
 
 
-def test_int8_groups_are_gguf_q8_0():
+@pytest.mark.parametrize("rows", [50, 64])
+def test_int8_groups_are_gguf_q8_0(rows):
     torch.manual_seed(2)
-    codes = torch.randint(-127, 128, (50, 64), dtype=torch.int8)
-    scale = torch.rand(50, 2)
+    codes = torch.randint(-128, 128, (rows, 64), dtype=torch.int8)
+    scale = torch.rand(rows, 2)
     raw = Q.Raw("int8g", codes=codes, scale=scale)
     linear = Q.build(raw, "auto", torch.float32)
     assert isinstance(linear, Q.Int8GroupLinear)
-    ids = torch.tensor([0, 7, 49])
+    ids = torch.tensor([0, 7, rows - 1])
     assert torch.equal(linear.rows(ids), raw.dequantize()[ids])  # the embedding lookup is exact
     x = torch.randn(2, 64)
     expected = x @ raw.dequantize().t()
