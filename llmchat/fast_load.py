@@ -9,6 +9,7 @@ warm start maps one file and runs: no GGUF parse, no transformers model class, n
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from .errors import ModelRejected
@@ -56,11 +57,17 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
             raise ModelRejected(f"cannot read the weights of {spec.alias}: {first_line(exc)}",
                                 "the files are corrupt or of an unsupported layout; try --quant none") from None
         if target is not None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            W.save(model, target)
-            for old in target.parent.glob(f"packed-{quant}-*.safetensors"):  # older torch or format
-                if old != target:
-                    old.unlink(missing_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                W.save(model, target)
+            except OSError as exc:  # a full or read-only disk: the model is loaded, only the cache is lost
+                print(f"llmchat: note: could not cache the packed weights in {target.parent}: {exc.strerror or exc}; "
+                      "the next start packs them again", file=sys.stderr)
+                target = None
+            else:
+                for old in target.parent.glob(f"packed-{quant}-*.safetensors"):  # older torch or format
+                    if old != target:
+                        old.unlink(missing_ok=True)
     model.quant_label = _label(model)
     return model, target is not None, None
 

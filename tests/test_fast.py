@@ -236,3 +236,14 @@ def test_cli_quant_flag(cli, tiny):
     proc = cli("--models", str(tiny["toml"]), "ask", "-m", "tiny-deepseek", "--quant", "int4", "hi")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "--quant none" in proc.stderr
+
+
+def test_an_unwritable_cache_loses_only_the_cache(registry, tmp_path, monkeypatch, capsys):
+    """A read-only cache folder: the model loads and runs, with one note on stderr."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = registry.get("tiny-llama")
+    monkeypatch.setattr(W, "save", lambda model, path: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    model = load(spec, device="cpu", quant="int8", progress=False)
+    assert model.backend == "llmchat" and model.model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] > 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not cache the packed weights" in err and "Permission denied" in err
