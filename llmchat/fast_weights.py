@@ -26,7 +26,7 @@ import torch
 from . import quant as Q
 from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 3
+PACK_FORMAT = 4
 QUANTS = ("auto", "none", "int8", "int4")
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -37,7 +37,7 @@ _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn
 # ---------------------------------------------------------------------------- readers → {hf name: Raw}
 
 def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
-    from gguf import GGMLQuantizationType as T, GGUFReader, dequantize
+    from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
     field = reader.fields.get("general.architecture")
@@ -48,30 +48,54 @@ def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
         name = _hf_name(tensor.name)
         if name is None:
             continue
-        data, kind = tensor.data, tensor.tensor_type
-        rows = int(tensor.shape[-1]) if len(tensor.shape) > 1 else None
-        if kind in (T.Q4_0, T.Q4_1, T.Q8_0):
-            block = {T.Q4_0: 18, T.Q4_1: 20, T.Q8_0: 34}[kind]
-            blocks = np.ascontiguousarray(data).reshape(rows, -1, block)
-            d = torch.from_numpy(blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32))
-            if kind == T.Q8_0:
-                codes = torch.from_numpy(blocks[..., 2:].copy().view(np.int8)).reshape(rows, -1)
-                raw = Q.Raw("int8g", codes=codes, scale=d)
-            else:
-                qs = blocks[..., 4:] if kind == T.Q4_1 else blocks[..., 2:]
-                codes = torch.from_numpy(np.concatenate([qs & 0x0F, qs >> 4], axis=-1)).reshape(rows, -1)
-                zero = (torch.from_numpy(blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)) + 8 * d
-                        if kind == T.Q4_1 else torch.zeros_like(d))
-                raw = Q.Raw("int4", codes=codes, scale=d, zero=zero)
-        elif kind in (T.F32, T.F16):
-            raw = Q.Raw("float", values=torch.from_numpy(np.array(data)))
-        else:
-            values = dequantize(np.asarray(data), kind).astype(np.float32)
-            raw = Q.Raw("float", values=torch.from_numpy(values.reshape([int(n) for n in reversed(tensor.shape)])))
+        raw = raw_from_gguf(tensor.data, tensor.tensor_type, [int(n) for n in reversed(tensor.shape)])
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             raw = _unpermute(raw, heads if "q_proj" in name else kv_heads)
         raws[name] = raw
     return raws
+
+
+def raw_from_gguf(data: np.ndarray, kind, shape: list[int]) -> Q.Raw:
+    """One GGUF tensor (its bytes as gguf-py maps them, its type, its [rows, cols] shape) as a Raw.
+
+    Q4_0, Q4_1 and Q4_K blocks are int4 groups of 32 and Q8_0 blocks int8 groups of 32, copied
+    as they are. F32/F16 stay float. Every other block type (Q5_K, Q6_K, IQ…) is dequantized by
+    gguf-py and marked `requantize`: the CPU kernels cannot take those grids, so `quant = auto`
+    holds them as int8 per channel (finer than their 5–6 bits) rather than as float32.
+    """
+    from gguf import GGMLQuantizationType as T, dequantize
+
+    if kind in (T.F32, T.F16):
+        return Q.Raw("float", values=torch.from_numpy(np.array(data)).reshape(shape))
+    rows = shape[0]
+    if kind in (T.Q4_0, T.Q4_1, T.Q8_0):
+        block = {T.Q4_0: 18, T.Q4_1: 20, T.Q8_0: 34}[kind]
+        blocks = np.ascontiguousarray(data).reshape(rows, -1, block)
+        d = _f16(blocks[..., 0:2])
+        if kind == T.Q8_0:
+            return Q.Raw("int8g", codes=torch.from_numpy(blocks[..., 2:].copy().view(np.int8)).reshape(rows, -1), scale=d)
+        qs = blocks[..., 4:] if kind == T.Q4_1 else blocks[..., 2:]
+        codes = torch.from_numpy(np.concatenate([qs & 0x0F, qs >> 4], axis=-1)).reshape(rows, -1)
+        zero = _f16(blocks[..., 2:4]) + 8 * d if kind == T.Q4_1 else torch.zeros_like(d)
+        return Q.Raw("int4", codes=codes, scale=d, zero=zero)
+    if kind == T.Q4_K:  # 256 weights: d, dmin, 8 six-bit (scale, min) pairs, 128 bytes of nibbles
+        from gguf.quants import Q4_K
+
+        blocks = np.ascontiguousarray(data).reshape(-1, 144)
+        d, dmin = _f16(blocks[:, 0:2]), _f16(blocks[:, 2:4])
+        sc, mins = (torch.from_numpy(a.astype(np.float32)) for a in Q4_K.get_scale_min(blocks[:, 4:16].copy()))
+        qs = blocks[:, 16:].reshape(-1, 4, 1, 32) >> np.array([0, 4], dtype=np.uint8).reshape(1, 1, 2, 1)
+        codes = torch.from_numpy((qs & 0x0F).reshape(rows, -1))
+        scale = (d[:, None] * sc).reshape(rows, -1)  # w = scale * q - dmin * min, per group of 32
+        zero = 8 * scale - (dmin[:, None] * mins).reshape(rows, -1)
+        return Q.Raw("int4", codes=codes, scale=scale, zero=zero)
+    values = dequantize(np.asarray(data), kind).astype(np.float32)
+    return Q.Raw("float", values=torch.from_numpy(values.reshape(shape)), requantize=kind not in (T.BF16,))
+
+
+def _f16(two_bytes: np.ndarray) -> torch.Tensor:
+    """fp16 values stored as pairs of bytes in the last axis, as fp32."""
+    return torch.from_numpy(two_bytes.copy().view(np.float16)[..., 0].astype(np.float32))
 
 
 def _hf_name(gguf_name: str) -> str | None:
@@ -96,7 +120,8 @@ def _unpermute(raw: Q.Raw, n_head: int) -> Q.Raw:
 
 def _pick_rows(raw: Q.Raw, order: torch.Tensor) -> Q.Raw:
     pick = lambda t: None if t is None else t[order].contiguous()  # noqa: E731
-    return Q.Raw(raw.kind, values=pick(raw.values), codes=pick(raw.codes), scale=pick(raw.scale), zero=pick(raw.zero))
+    return Q.Raw(raw.kind, values=pick(raw.values), codes=pick(raw.codes), scale=pick(raw.scale), zero=pick(raw.zero),
+                 requantize=raw.requantize)
 
 
 def read_safetensors(folder: Path) -> dict[str, Q.Raw]:

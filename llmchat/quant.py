@@ -191,6 +191,7 @@ class Raw:
     codes: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     zero: torch.Tensor | None = None
+    requantize: bool = False  # float values dequantized from a block type the kernels cannot take
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -216,7 +217,9 @@ def fuse(raws: list[Raw]) -> Raw | None:
         return None
     if kind == "float":
         dtypes = {r.values.dtype for r in raws}
-        return Raw("float", values=torch.cat([r.values for r in raws])) if len(dtypes) == 1 else None
+        if len(dtypes) != 1 or len({r.requantize for r in raws}) != 1:
+            return None
+        return Raw("float", values=torch.cat([r.values for r in raws]), requantize=raws[0].requantize)
     cat = lambda name: None if getattr(raws[0], name) is None else torch.cat([getattr(r, name) for r in raws])  # noqa: E731
     return Raw(kind, codes=cat("codes"), scale=cat("scale"), zero=cat("zero"))
 
@@ -225,7 +228,8 @@ def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = N
     """The linear for `raw` under quant `mode`.
 
     - "auto" keeps what the file holds: GGUF int4 and int8 blocks are repacked as they are, float
-      stays float (in fp32 on CPU, exact);
+      stays float (in fp32 on CPU, exact); other GGUF block types (`raw.requantize`) become int8
+      per channel;
     - "none" dequantizes everything to `dtype`;
     - "int4" / "int8" quantize float weights (a file's own 4-bit blocks are never widened). The
       output head (`head`) gets int8 under "int4": it is the most sensitive matrix.
@@ -237,7 +241,7 @@ def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = N
     weight = raw.dequantize() if raw.kind != "float" or mode != "auto" else raw.values
     if mode == "int4" and not head and int4_fits(*weight.shape):
         return Int4Linear.quantize(weight, bias)
-    if mode in ("int8", "int4"):
+    if mode in ("int8", "int4") or mode == "auto" and raw.requantize:
         return Int8Linear.quantize(weight, bias)
     target = dtype if mode == "none" else torch.float32
     return FloatLinear(weight.to(target).contiguous(), None if bias is None else bias.float())

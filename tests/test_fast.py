@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,6 +106,41 @@ def test_fused_rms_norm_is_transformers_rms_norm():
     with torch.no_grad():
         norm.weight.copy_(torch.randn(64))
         assert torch.equal(_rms_norm(x, norm.weight, 1e-5), norm(x))
+
+
+def gguf_blocks(kind, rows: int, cols: int, scale_at: list[int], seed: int) -> np.ndarray:
+    """Random bytes laid out as `kind` blocks, with finite fp16 scales at the given byte offsets."""
+    from gguf import GGML_QUANT_SIZES
+
+    per, size = GGML_QUANT_SIZES[kind]
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
+    for at in scale_at:
+        blocks[:, at:at + 2] = (rng.random(len(blocks)) * 0.05).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return blocks.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("kind_name, scale_at, expect", [
+    ("Q4_0", [0], "int4"), ("Q4_1", [0, 2], "int4"), ("Q8_0", [0], "int8g"), ("Q4_K", [0, 2], "int4"),
+    ("Q5_K", [0, 2], "float"), ("Q6_K", [208], "float")])
+def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, expect):
+    """Every block type gives exactly the weights gguf-py's reference dequantizer gives; the ones
+    the kernels can take stay in their codes, the others become int8 under quant = auto."""
+    from gguf import GGMLQuantizationType, dequantize
+
+    kind = GGMLQuantizationType[kind_name]
+    rows, cols = 32, 512
+    data = gguf_blocks(kind, rows, cols, scale_at, seed=len(kind_name) + scale_at[-1])
+    expected = torch.from_numpy(dequantize(data, kind).astype(np.float32)).reshape(rows, cols)
+    raw = W.raw_from_gguf(data, kind, [rows, cols])
+    assert raw.kind == expect
+    assert torch.allclose(raw.dequantize(), expected, rtol=1e-6, atol=1e-7 * float(expected.abs().max()))
+    linear = Q.build(raw, "auto", torch.float32)
+    assert type(linear).__name__ == {"int4": "Int4Linear", "int8g": "Int8GroupLinear", "float": "Int8Linear"}[expect]
+    x = torch.randn(3, cols)
+    reference = x @ expected.t()
+    assert (linear(x) - reference).abs().max() < 0.02 * reference.abs().max()  # bf16 activations (+ int8 rounding)
+    assert isinstance(Q.build(raw, "none", torch.float32), Q.FloatLinear)
 
 
 # ---------------------------------------------------------------------------- smollm2's GGUF
