@@ -3,7 +3,7 @@
 A GGUF source is read by gguf-py and packed once (its Q4_x / Q8_0 blocks kept as they are); a
 safetensors folder is read directly (mmap) and, under `quant = int4 | int8`, quantized once. The
 packed model is cached next to the GGUF conversion (or under $XDG_CACHE_HOME/llmchat/packed/), so a
-warm start maps one file and runs: no GGUF parse, no transformers model class, no float copy.
+warm start reads one file and runs: no GGUF parse, no transformers model class, no float copy.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
     if not gguf and quant in ("auto", "none"):
         target = None  # the safetensors files are already mmap-able floats: nothing to cache
     else:
-        target = (folder if gguf else _packed_dir(folder)) / W.pack_name(quant, dtype)
+        target = (folder if gguf else _packed_dir(folder)) / W.pack_name(quant, dtype, config)
     if not force:
-        _check_memory(spec, folder, config, context, target, gguf, dtype)
+        _check_memory(spec, folder, config, context, target, gguf, quant)
     if target is not None and target.is_file():
         try:
             model = W.restore(target)
@@ -53,7 +53,7 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
             model = W.assemble(config, raws, quant, dtype)
         except Unsupported as exc:
             return None, False, str(exc)
-        except (ValueError, KeyError, RuntimeError) as exc:
+        except (ValueError, KeyError, RuntimeError, IndexError, TypeError) as exc:
             raise ModelRejected(f"cannot read the weights of {spec.alias}: {first_line(exc)}",
                                 "the files are corrupt or of an unsupported layout; try --quant none") from None
         if target is not None:
@@ -65,7 +65,7 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
                       "the next start packs them again", file=sys.stderr)
                 target = None
             else:
-                for old in target.parent.glob(f"packed-{quant}-*.safetensors"):  # older torch or format
+                for old in target.parent.glob(W.pack_prefix(quant, dtype) + "*.safetensors"):  # older torch, format or config
                     if old != target:
                         old.unlink(missing_ok=True)
     model.quant_label = _label(model)
@@ -79,19 +79,21 @@ def _label(model) -> str:
 
 
 def _packed_dir(folder: Path) -> Path:
-    files = sorted(folder.glob("*.safetensors"))
+    from .fast_weights import weight_files
+
+    files = weight_files(folder)
     stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     return cache_root() / "packed" / f"{folder.name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
 
 
-def _check_memory(spec, folder, config, context, target, gguf, dtype) -> None:
+def _check_memory(spec, folder, config, context, target, gguf, quant) -> None:
     from .memory import check_fits_bytes, kv_bytes
     from .modelinfo import safetensors_parameters
 
     if target is not None and target.is_file():
         weights = target.stat().st_size
-    elif gguf:
-        weights = gguf_file(spec).stat().st_size * (1 if target is not None and "none" not in target.name else 8)
+    elif gguf:  # 4-bit blocks stay 4-bit; other block types become int8 (≤ 2×); none is float32 (~8×)
+        weights = gguf_file(spec).stat().st_size * (8 if quant == "none" else 2)
     else:
         weights = safetensors_parameters(folder)[0] * 4
     check_fits_bytes(spec.alias, weights, kv_bytes(config, context, 4), "float32 KV cache", "cpu")

@@ -6,8 +6,8 @@
   RoPE).
 - safetensors: the float tensors, quantized only when `quant` asks for it.
 
-The packed result is cached as one safetensors file (mmap-loaded on warm starts: no GGUF parse,
-no packing). Its name carries the torch version and CPU capability, because torch's int4 packed
+The packed result is cached as one safetensors file (read into one buffer on warm starts, every
+tensor a view of it: no GGUF parse, no packing, no copy). Its name carries the torch version and CPU capability, because torch's int4 packed
 layout depends on both.
 """
 
@@ -26,7 +26,7 @@ import torch
 from . import quant as Q
 from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 4
+PACK_FORMAT = 5
 QUANTS = ("auto", "none", "int8", "int4")
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -49,7 +49,7 @@ def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
         if name is None:
             continue
         raw = raw_from_gguf(tensor.data, tensor.tensor_type, [int(n) for n in reversed(tensor.shape)])
-        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+        if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")):
             raw = _unpermute(raw, heads if "q_proj" in name else kv_heads)
         raws[name] = raw
     return raws
@@ -124,11 +124,20 @@ def _pick_rows(raw: Q.Raw, order: torch.Tensor) -> Q.Raw:
                  requantize=raw.requantize)
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's own *.safetensors (the index's shards when there is one), never llmchat's
+    packed-* cache files that may sit in the same folder (a GGUF conversion folder)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted({folder / name for name in json.loads(index.read_text()).get("weight_map", {}).values()})
+    return sorted(f for f in folder.glob("*.safetensors") if not f.name.startswith("packed-"))
+
+
 def read_safetensors(folder: Path) -> dict[str, Q.Raw]:
     from safetensors import safe_open
 
     raws: dict[str, Q.Raw] = {}
-    for file in sorted(folder.glob("*.safetensors")):
+    for file in weight_files(folder):
         with safe_open(str(file), framework="pt") as f:
             for name in f.keys():
                 raws[name] = Q.Raw("float", values=f.get_tensor(name))
@@ -178,7 +187,8 @@ def assemble(config: dict, raws: dict[str, Q.Raw], quant: str, dtype: torch.dtyp
             o=Q.build(take(f"{p}.self_attn.o_proj.weight"), quant, dtype, bias=bias(f"{p}.self_attn.o_proj.bias")),
             mlp_norm=vector(f"{p}.post_attention_layernorm.weight"),
             gate_up=fused(f"{p}.mlp", ("gate_proj", "up_proj")),
-            down=Q.build(take(f"{p}.mlp.down_proj.weight"), quant, dtype)))
+            down=Q.build(take(f"{p}.mlp.down_proj.weight"), quant, dtype, bias=bias(f"{p}.mlp.down_proj.bias"))))
+        _check_widths(layers[-1], shape, config, i)
     head_raw = raws.pop("lm_head.weight", None)
     if "model.embed_tokens.weight" not in raws and head_raw is not None and config.get("tie_word_embeddings"):
         raws["model.embed_tokens.weight"], head_raw = head_raw, None  # a tied pair saved under the head's name
@@ -187,10 +197,27 @@ def assemble(config: dict, raws: dict[str, Q.Raw], quant: str, dtype: torch.dtyp
     head = Q.build(embed_raw if tied else head_raw, quant, dtype, head=True)
     embed = _rows(embed_raw, head if tied else None, quant, dtype)
     norm = vector("model.norm.weight")
+    left = sorted(name for name in raws if not name.endswith("rotary_emb.inv_freq"))
+    if left:  # a tensor this forward pass would silently ignore: not a plain Llama shape
+        raise Unsupported(f"unexpected tensor {left[0]}" + (f" (+{len(left) - 1} more)" if len(left) > 1 else ""))
     return FastLlama(shape, inv_freq, embed, layers, norm, head, quant, dtype)
 
 
+def _check_widths(layer: Layer, shape: Shape, config: dict, index: int) -> None:
+    """The fused matmuls must have the widths the config promises (a wrong head count would
+    otherwise fail at the first forward pass)."""
+    qkv = sum(lin.out_features for lin in layer.qkv) if isinstance(layer.qkv, tuple) else layer.qkv.out_features
+    expected = (shape.heads + 2 * shape.kv_heads) * shape.head_dim
+    gate_up = sum(lin.out_features for lin in layer.gate_up) if isinstance(layer.gate_up, tuple) else layer.gate_up.out_features
+    if qkv != expected or layer.o.out_features != shape.hidden or layer.down.out_features != shape.hidden or \
+            gate_up != 2 * config.get("intermediate_size", gate_up // 2):
+        raise Unsupported(f"layer {index}: weight sizes do not match config.json")
+
+
 def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
+    if raw.kind == "int4" and quant != "none":
+        return Rows(grouped=Q.Int4Rows(raw.codes.to(torch.uint8).contiguous(), raw.scale.float().contiguous(),
+                                       raw.zero.float().contiguous()))
     if raw.kind == "int8g" and quant != "none":
         if isinstance(tied_head, Q.Int8GroupLinear):
             return Rows(grouped=tied_head)
@@ -202,10 +229,17 @@ def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
 
 # ---------------------------------------------------------------------------- the packed cache
 
-def pack_name(quant: str, dtype: torch.dtype) -> str:
-    """The cache file name: the packed layout depends on torch and the CPU, so both are in it."""
-    key = f"{PACK_FORMAT}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|{quant}|{dtype}"
-    return f"packed-{quant}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+def pack_name(quant: str, dtype: torch.dtype, config: dict) -> str:
+    """The cache file name. torch's int4 layout depends on torch and the CPU, and the packed model
+    bakes in config.json's shape and RoPE, so all of them are in the key; `pack_prefix` is the
+    part shared by every version of this (quant, dtype) pair, so that stale ones can be removed."""
+    key = (f"{PACK_FORMAT}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
+           f"{json.dumps(config, sort_keys=True)}")
+    return f"{pack_prefix(quant, dtype)}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
+
+
+def pack_prefix(quant: str, dtype: torch.dtype) -> str:
+    return f"packed-{quant}-{str(dtype).removeprefix('torch.')}-"
 
 
 def save(model: FastLlama, path: Path) -> None:
@@ -232,6 +266,9 @@ def save(model: FastLlama, path: Path) -> None:
         embed = "shared-float" if isinstance(model.head, Q.FloatLinear) and model.embed.table is model.head.weight else "table"
         if embed == "table":
             tensors["embed"] = model.embed.table
+    elif isinstance(model.embed.grouped, Q.Int4Rows):
+        embed = "int4rows"
+        tensors.update(model.embed.grouped.state("embed."))
     else:
         embed = "head" if model.embed.grouped is model.head else "grouped"
         if embed == "grouped":
@@ -313,6 +350,7 @@ def restore(path: Path) -> FastLlama:
     head = get("head")
     embed = {"shared-float": lambda: Rows(table=head.weight), "table": lambda: Rows(table=tensors["embed"]),
              "head": lambda: Rows(grouped=head),
-             "grouped": lambda: Rows(grouped=Q.Int8GroupLinear.restore(tensors, "embed."))}[meta["embed"]]()
+             "grouped": lambda: Rows(grouped=Q.Int8GroupLinear.restore(tensors, "embed.")),
+             "int4rows": lambda: Rows(grouped=Q.Int4Rows.restore(tensors, "embed."))}[meta["embed"]]()
     return FastLlama(shape, tensors["inv_freq"], embed, layers, tensors["norm"], head, meta["quant"],
                      getattr(torch, meta["dtype"]))

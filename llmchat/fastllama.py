@@ -49,11 +49,18 @@ class Shape:
             raise Unsupported(f"model_type {config.get('model_type')!r}")
         if config.get("hidden_act", "silu") != "silu":
             raise Unsupported(f"activation {config.get('hidden_act')!r}")
+        context = config.get("max_position_embeddings", 2048)
+        window = config.get("sliding_window", 4096) if config.get("model_type") == "mistral" else None
+        if config.get("model_type") == "qwen2" and config.get("use_sliding_window") and \
+                config.get("max_window_layers", 0) < config["num_hidden_layers"]:
+            window = config.get("sliding_window")
+        if window is not None and window < context:  # a banded mask this forward pass does not implement
+            raise Unsupported(f"sliding-window attention ({window} of {context} positions)")
         heads = config["num_attention_heads"]
         return cls(vocab=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
                    heads=heads, kv_heads=config.get("num_key_value_heads") or heads,
                    head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-                   eps=float(config.get("rms_norm_eps", 1e-6)), context=config.get("max_position_embeddings", 2048))
+                   eps=float(config.get("rms_norm_eps", 1e-6)), context=context)
 
 
 def rope_inv_freq(config: dict, head_dim: int) -> torch.Tensor:
@@ -94,7 +101,9 @@ class StaticKV:
         capacity = 0 if self.k is None else self.k.shape[2]
         if needed <= capacity:
             return
-        new = max(needed, min(max(2 * capacity, _INITIAL_CAPACITY), max(self.shape.context, needed)))
+        new = max(needed, 2 * capacity, _INITIAL_CAPACITY)
+        if capacity < self.shape.context:  # up to the context window; past it (a larger `context`), keep doubling
+            new = max(needed, min(new, self.shape.context))
         s = self.shape
         k = torch.zeros(s.layers, s.kv_heads, new, s.head_dim)
         v = torch.zeros_like(k)

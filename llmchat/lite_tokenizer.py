@@ -28,7 +28,8 @@ class LiteTokenizer:
         self.name_or_path = str(folder)
         config = read_json(Path(folder) / "tokenizer_config.json")
         self._names = model_tok.names
-        extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+        extra = (config.get("extra_special_tokens") or config.get("additional_special_tokens")
+                 or read_json(Path(folder) / "special_tokens_map.json").get("additional_special_tokens") or [])
         extra = [t.get("content") if isinstance(t, dict) else t for t in (extra.values() if isinstance(extra, dict) else extra)]
         ordered = list(dict.fromkeys([*self._names.values(), *(t for t in extra if isinstance(t, str))]))
         vocab = self.backend_tokenizer.get_vocab(with_added_tokens=True)

@@ -137,7 +137,8 @@ def size_on_disk(spec: ModelSpec) -> int | None:
             folder = Path(found).parent if isinstance(found, str) else None
         if folder is None:
             return None
-        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin", ".gguf"))
+        return sum(f.stat().st_size for f in folder.iterdir()
+                   if f.is_file() and f.suffix in (".safetensors", ".bin", ".gguf") and not f.name.startswith("packed-"))
     except (LlmchatError, OSError):
         return None
 

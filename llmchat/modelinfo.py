@@ -27,6 +27,8 @@ def safetensors_parameters(folder: Path) -> tuple[int, str | None]:
     """Parameter count and stored dtype, from the safetensors headers alone (no tensor data read)."""
     total, dtype = 0, None
     for file in sorted(folder.glob("*.safetensors")):
+        if file.name.startswith("packed-"):  # llmchat's packed-weight cache beside a GGUF conversion
+            continue
         with open(file, "rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
             header = json.loads(fh.read(length))

@@ -177,6 +177,27 @@ class Int8GroupLinear:
 KINDS = {cls.kind: cls for cls in (FloatLinear, Int4Linear, Int8Linear, Int8GroupLinear)}
 
 
+class Int4Rows:
+    """An embedding table kept as its 4-bit codes (one byte each) with group scales and zeros:
+    rows are dequantized when looked up, exactly (q - 8) * scale + zero as the file defines them,
+    at a quarter of a float32 table's memory."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor):
+        self.codes, self.scale, self.zero = codes, scale, zero  # [V, in] uint8, [V, in/32] fp32 ×2
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        q = self.codes[ids].float().reshape(len(ids), -1, GROUP)
+        return ((q - 8) * self.scale[ids][..., None] + self.zero[ids][..., None]).reshape(len(ids), -1)
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {prefix + "int4rows_codes": self.codes, prefix + "int4rows_scale": self.scale,
+                prefix + "int4rows_zero": self.zero}
+
+    @classmethod
+    def restore(cls, tensors: dict, prefix: str) -> "Int4Rows":
+        return cls(tensors[prefix + "int4rows_codes"], tensors[prefix + "int4rows_scale"], tensors[prefix + "int4rows_zero"])
+
+
 @dataclass
 class Raw:
     """A weight [out, in] as the file holds it, before it becomes a linear.
@@ -241,7 +262,7 @@ def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = N
     weight = raw.dequantize() if raw.kind != "float" or mode != "auto" else raw.values
     if mode == "int4" and not head and int4_fits(*weight.shape):
         return Int4Linear.quantize(weight, bias)
-    if mode in ("int8", "int4") or mode == "auto" and raw.requantize:
-        return Int8Linear.quantize(weight, bias)
+    if (mode in ("int8", "int4") or mode == "auto" and raw.requantize) and weight.shape[1] % 16 == 0:
+        return Int8Linear.quantize(weight, bias)  # (the int8 kernel reads garbage for other input sizes)
     target = dtype if mode == "none" else torch.float32
     return FloatLinear(weight.to(target).contiguous(), None if bias is None else bias.float())

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from .errors import ModelRejected, UsageError
 from .interrupt import time_limit
-from .tokens import read_json, special_token_names
+from .tokens import folder_special_names, read_json
 
 # Older names of a message's reasoning; transformers copies them to `reasoning_content` (and `thinking`).
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
@@ -96,7 +96,7 @@ def load_template(folder: Path, spec=None) -> ChatTemplate:
                             "tokenize plain text instead, or set chat_template = \"FILE.jinja\" in models.toml")
     source, origin = found
     _compile(source, origin)
-    names = special_token_names(read_json(Path(folder) / "tokenizer_config.json"))
+    names = folder_special_names(Path(folder))
     return ChatTemplate(source=source, origin=origin, special_tokens=MappingProxyType(names))
 
 

@@ -251,9 +251,8 @@ def open_tokenizer(folder: Path, context: int | None = None) -> ModelTokenizer:
 
         raise ModelRejected(f"cannot read {folder / 'tokenizer.json'}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                             "the tokenizer file is corrupt or of an unsupported kind") from None
-    tok_config = read_json(folder / "tokenizer_config.json")
     config = read_json(folder / "config.json")
-    names = special_token_names(tok_config)
+    names = folder_special_names(folder)
     present = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
     missing = [AddedToken(v, special=True, normalized=False) for v in names.values() if v not in present]
     if missing:
@@ -263,6 +262,15 @@ def open_tokenizer(folder: Path, context: int | None = None) -> ModelTokenizer:
     return ModelTokenizer(tokenizer=tokenizer, folder=folder, names=names,
                           context_length=context or context_length(config),
                           added_ids=frozenset(tokenizer.get_added_tokens_decoder()))
+
+
+def folder_special_names(folder: Path) -> dict[str, str]:
+    """The named special tokens of a model folder: tokenizer_config.json, with the names it lacks
+    filled from special_tokens_map.json (older checkpoints keep bos/eos only there; transformers
+    merges both)."""
+    names = special_token_names(read_json(Path(folder) / "special_tokens_map.json"))
+    names.update(special_token_names(read_json(Path(folder) / "tokenizer_config.json")))
+    return names
 
 
 def special_token_names(tok_config: dict) -> dict[str, str]:

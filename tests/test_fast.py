@@ -141,6 +141,8 @@ def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, 
     reference = x @ expected.t()
     assert (linear(x) - reference).abs().max() < 0.02 * reference.abs().max()  # bf16 activations (+ int8 rounding)
     assert isinstance(Q.build(raw, "none", torch.float32), Q.FloatLinear)
+    ids = torch.tensor([0, 5, rows - 1])  # the same blocks as an embedding table: exact rows
+    assert torch.allclose(W._rows(raw, None, "auto", torch.float32)(ids), expected[ids], rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- smollm2's GGUF
@@ -283,3 +285,58 @@ def test_an_unwritable_cache_loses_only_the_cache(registry, tmp_path, monkeypatc
     assert model.backend == "llmchat" and model.model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] > 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not cache the packed weights" in err and "Permission denied" in err
+
+
+def test_llama_with_every_bias_matches_transformers(tiny, tmp_path):
+    """attention_bias and mlp_bias: every bias is used (an unused tensor would make the load fall
+    back to transformers, which the backend check catches)."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "biased"
+    shutil.copytree(tiny["llama"], folder)
+    config = LlamaConfig.from_pretrained(str(folder))
+    config.attention_bias = config.mlp_bias = True
+    torch.manual_seed(5)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.normal_(0, 0.5)
+    model.save_pretrained(str(folder))
+    fast = load(ModelSpec(alias="biased", source="path", location=str(folder)), dtype="float32", device="cpu", progress=False)
+    assert fast.backend == "llmchat"
+    ids = torch.tensor([[1, 5, 9, 30, 7, 2, 11]])
+    with torch.no_grad():
+        assert torch.allclose(fast.model(input_ids=ids).logits[0], model(ids).logits[0], atol=1e-4)
+
+
+def test_sliding_window_models_are_left_to_transformers():
+    from llmchat.fastllama import Shape, Unsupported
+
+    base = dict(vocab_size=10, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=8192)
+    with pytest.raises(Unsupported, match="sliding-window"):
+        Shape.from_config({**base, "model_type": "mistral"})  # transformers' default window: 4096
+    assert Shape.from_config({**base, "model_type": "mistral", "sliding_window": None}).context == 8192
+    with pytest.raises(Unsupported, match="sliding-window"):
+        Shape.from_config({**base, "model_type": "qwen2", "use_sliding_window": True, "sliding_window": 4096,
+                           "max_window_layers": 1})
+    assert Shape.from_config({**base, "model_type": "qwen2", "use_sliding_window": False}).layers == 2
+
+
+def test_int8_needs_an_input_size_the_kernel_reads_right():
+    """torch's int8 kernel misreads input sizes that are not multiples of 16: those stay float."""
+    raw = Q.Raw("float", values=torch.randn(32, 40))
+    assert isinstance(Q.build(raw, "int8", torch.float32), Q.FloatLinear)
+    assert isinstance(Q.build(Q.Raw("float", values=torch.randn(32, 48)), "int8", torch.float32), Q.Int8Linear)
+
+
+def test_kv_cache_keeps_doubling_past_the_context_window():
+    from llmchat.fastllama import Shape
+
+    kv = StaticKV(Shape(vocab=10, hidden=8, layers=1, heads=1, kv_heads=1, head_dim=8, eps=1e-6, context=300))
+    kv._reserve(290)
+    assert kv.k.shape[2] == 300  # the whole window, no more
+    kv._reserve(301)
+    assert kv.k.shape[2] == 600  # a larger `context` than the config's: doubling, not +1 per token

@@ -61,3 +61,26 @@ def test_loads_without_importing_transformers(tiny):
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_special_tokens_only_in_special_tokens_map(tiny, tmp_path):
+    """Older checkpoints name bos/eos only in special_tokens_map.json; transformers merges it in."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "old-style"
+    shutil.copytree(tiny["llama"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    names = {key: config.pop(key) for key in ("bos_token", "eos_token") if key in config}
+    config.pop("added_tokens_decoder", None)
+    assert names, "the fixture names bos/eos in tokenizer_config.json"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "special_tokens_map.json").write_text(json.dumps(names))
+    lite, full = LiteTokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
+    assert lite.eos_token_id == full.eos_token_id is not None
+    assert lite.all_special_ids == full.all_special_ids
+    messages = [{"role": "user", "content": "Hi!"}]
+    assert lite.apply_chat_template(messages, add_generation_prompt=True) == \
+        full.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
