@@ -40,9 +40,7 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
         _check_memory(spec, folder, config, context, target, gguf, quant)
     if target is not None and target.is_file():
         try:
-            model = W.restore(target)
-            model.quant_label = _label(model)
-            return model, False, None
+            return W.restore(target), False, None
         except Exception:  # an unreadable cache is rebuilt, never trusted
             target.unlink(missing_ok=True)
     message = (f"packing {spec.alias} weights ({quant}; once, cached afterwards)" if target is not None
@@ -68,14 +66,7 @@ def load_fast(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, pr
                 for old in target.parent.glob(W.pack_prefix(quant, dtype) + "*.safetensors"):  # older torch, format or config
                     if old != target:
                         old.unlink(missing_ok=True)
-    model.quant_label = _label(model)
     return model, target is not None, None
-
-
-def _label(model) -> str:
-    """How the matmuls are held, e.g. "int4+int8-group" for a Q4_1 GGUF, "none" for fp32."""
-    kinds = [k for k in model.kinds() if k != "float"] or ["none"]
-    return "+".join(sorted(kinds, key=["int4", "int8", "int8-group", "none"].index))
 
 
 def _packed_dir(folder: Path) -> Path:

@@ -27,7 +27,6 @@ from . import quant as Q
 from .fastllama import FastLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
 PACK_FORMAT = 5
-QUANTS = ("auto", "none", "int8", "int4")
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",

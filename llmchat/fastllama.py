@@ -159,9 +159,6 @@ class FastLlama:
         logits = self.forward(input_ids[0], cache, logits_to_keep)
         return SimpleNamespace(logits=logits[None], cache=cache)
 
-    def eval(self) -> "FastLlama":
-        return self
-
     def kinds(self) -> dict[str, int]:
         """How many matmuls of each kind (int4, int8, float…) the model runs per token."""
         counts: dict[str, int] = {}
@@ -170,6 +167,12 @@ class FastLlama:
                 counts[lin.kind] = counts.get(lin.kind, 0) + 1
         counts[self.head.kind] = counts.get(self.head.kind, 0) + 1
         return counts
+
+    @property
+    def quant_label(self) -> str:
+        """How the matmuls are held, e.g. "int4+int8-group" for a Q4_1 GGUF, "none" for fp32."""
+        kinds = [k for k in self.kinds() if k != "float"] or ["none"]
+        return "+".join(sorted(kinds, key=["int4", "int8", "int8-group", "none"].index))
 
     # ---- the forward pass
     def _rope(self, end: int) -> torch.Tensor:

@@ -25,7 +25,6 @@ class LiteTokenizer:
     def __init__(self, folder: Path, spec=None):
         model_tok: ModelTokenizer = open_tokenizer(folder)
         self.backend_tokenizer = model_tok.tokenizer
-        self.name_or_path = str(folder)
         config = read_json(Path(folder) / "tokenizer_config.json")
         self._names = model_tok.names
         extra = (config.get("extra_special_tokens") or config.get("additional_special_tokens")
@@ -36,14 +35,12 @@ class LiteTokenizer:
         self.all_special_tokens = [t for t in ordered if t in vocab]
         self.all_special_ids = [vocab[t] for t in self.all_special_tokens]
         self.eos_token = self._names.get("eos_token")
-        self.bos_token = self._names.get("bos_token")
         self.eos_token_id = vocab.get(self.eos_token) if self.eos_token else None
-        self.bos_token_id = vocab.get(self.bos_token) if self.bos_token else None
         # transformers skips its space clean-up for BPE models (it would corrupt them).
         self._clean_up = bool(config.get("clean_up_tokenization_spaces")) and \
             type(self.backend_tokenizer.model).__name__ != "BPE"
         try:
-            self._template: ChatTemplate | None = load_template(folder, spec)
+            self._template: ChatTemplate | None = load_template(folder, spec, names=self._names)
         except Exception:  # no template (a base model), or one that does not compile: as transformers, fail on use
             self._template = None
 
@@ -79,11 +76,6 @@ class LiteTokenizer:
         if isinstance(ids, int):
             return self.backend_tokenizer.id_to_token(ids)
         return [self.backend_tokenizer.id_to_token(i) for i in ids]
-
-    def convert_tokens_to_ids(self, tokens):
-        if isinstance(tokens, str):
-            return self.backend_tokenizer.token_to_id(tokens)
-        return [self.backend_tokenizer.token_to_id(t) for t in tokens]
 
     def get_vocab(self, with_added_tokens: bool = True) -> dict[str, int]:
         return self.backend_tokenizer.get_vocab(with_added_tokens=with_added_tokens)

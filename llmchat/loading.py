@@ -262,11 +262,13 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
     if model is None and quant_name in ("int4", "int8"):
         raise UsageError(f"--quant {quant_name} needs llmchat's own forward pass (Llama, Mistral, Qwen2 shapes on the CPU), "
                          f"which {spec.alias} cannot use: {why}", "use --quant none or auto")
-    if model is None:
+    if model is not None:
+        weights, runs_on = model.quant_label, "llmchat"
+    else:
         if gguf:
             folder, converted = ensure_gguf_weights(gguf_file(spec), progress)
         model = _load_transformers(spec, folder, config, context, torch_dtype, device_name, split, progress and not converted, force)
-        quant_name = "none"
+        weights, runs_on = "none", "transformers"
     tokenizer = _load_tokenizer(spec, folder, backend)
     if spec.chat_template:
         try:
@@ -286,8 +288,8 @@ def load(spec: ModelSpec, *, dtype: str | None = None, device: str | None = None
         folder=folder,
         load_seconds=time.perf_counter() - started,
         converted=converted,
-        quant=getattr(model, "quant_label", quant_name),
-        backend="llmchat" if hasattr(model, "quant_label") else "transformers",
+        quant=weights,
+        backend=runs_on,
     )
 
 

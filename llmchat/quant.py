@@ -11,7 +11,7 @@ The packed kernels are only fast with bfloat16 activations (fp32 ones fall to a 
 everything around it (norms, attention, the residual stream, the KV cache) stays fp32.
 
 Every linear is a callable `(x: [T, in] fp32) -> [T, out] fp32` with `out_features`; the packing
-can be saved to and restored from a flat dict of tensors (`state()` / `restore()`).
+can be saved to and restored from a flat dict of tensors (`_Stored.state()` / `restore()`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,34 @@ GROUP = 32
 INT4_INNER_K_TILES = 2
 
 
-class FloatLinear:
+class _Stored:
+    """Saving and restoring for the packed-weight cache: `FIELDS` lists (attribute, stored name)
+    in constructor order; an optional bias follows them."""
+
+    FIELDS: tuple[tuple[str, str], ...] = ()
+    HAS_BIAS = True
+    bias: torch.Tensor | None = None
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        out = {prefix + key: getattr(self, attr) for attr, key in self.FIELDS}
+        if self.bias is not None:
+            out[prefix + "bias"] = self.bias
+        return out
+
+    @classmethod
+    def restore(cls, tensors: dict, prefix: str):
+        args = [tensors[prefix + key] for _, key in cls.FIELDS]
+        return cls(*args, tensors.get(prefix + "bias")) if cls.HAS_BIAS else cls(*args)
+
+    def _biased(self, y: torch.Tensor) -> torch.Tensor:
+        return y + self.bias if self.bias is not None else y
+
+
+class FloatLinear(_Stored):
     """A plain matmul in the weight's dtype (fp32 for `quant = none`: exact)."""
 
     kind = "float"
+    FIELDS = (("weight", "weight"),)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         self.weight, self.bias = weight, bias
@@ -37,18 +61,10 @@ class FloatLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         y = F.linear(x if x.dtype == w.dtype else x.to(w.dtype), w)
-        y = y if y.dtype == torch.float32 else y.float()
-        return y + self.bias if self.bias is not None else y
-
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {prefix + "weight": self.weight, **({prefix + "bias": self.bias} if self.bias is not None else {})}
-
-    @classmethod
-    def restore(cls, tensors: dict, prefix: str) -> "FloatLinear":
-        return cls(tensors[prefix + "weight"], tensors.get(prefix + "bias"))
+        return self._biased(y if y.dtype == torch.float32 else y.float())
 
 
-class Int4Linear:
+class Int4Linear(_Stored):
     """Weight-only int4 in groups of 32 along the input: w = (q - 8) * scale + zero, q in 0..15.
 
     That is exactly the grid of GGUF Q4_0 (zero = 0) and Q4_1 (zero = min + 8 * scale), so those
@@ -56,6 +72,7 @@ class Int4Linear:
     """
 
     kind = "int4"
+    FIELDS = (("packed", "int4_packed"), ("scales_zeros", "int4_scales_zeros"))
 
     def __init__(self, packed: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None = None):
         self.packed, self.scales_zeros, self.bias = packed, scales_zeros, bias
@@ -80,22 +97,15 @@ class Int4Linear:
         return cls.from_codes(codes, scale, lo + 8 * scale, bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.packed, GROUP, self.scales_zeros).float()
-        return y + self.bias if self.bias is not None else y
-
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
-        extra = {prefix + "bias": self.bias} if self.bias is not None else {}
-        return {prefix + "int4_packed": self.packed, prefix + "int4_scales_zeros": self.scales_zeros, **extra}
-
-    @classmethod
-    def restore(cls, tensors: dict, prefix: str) -> "Int4Linear":
-        return cls(tensors[prefix + "int4_packed"], tensors[prefix + "int4_scales_zeros"], tensors.get(prefix + "bias"))
+        return self._biased(torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), self.packed, GROUP,
+                                                                       self.scales_zeros).float())
 
 
-class Int8Linear:
+class Int8Linear(_Stored):
     """Weight-only int8, one symmetric scale per output channel (for float checkpoints, opt-in)."""
 
     kind = "int8"
+    FIELDS = (("codes", "int8_codes"), ("scales", "int8_scales"))
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         self.codes, self.scales, self.bias = codes, scales, bias
@@ -109,16 +119,7 @@ class Int8Linear:
         return cls(codes.contiguous(), scale.to(torch.bfloat16), bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self.scales).float()
-        return y + self.bias if self.bias is not None else y
-
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
-        extra = {prefix + "bias": self.bias} if self.bias is not None else {}
-        return {prefix + "int8_codes": self.codes, prefix + "int8_scales": self.scales, **extra}
-
-    @classmethod
-    def restore(cls, tensors: dict, prefix: str) -> "Int8Linear":
-        return cls(tensors[prefix + "int8_codes"], tensors[prefix + "int8_scales"], tensors.get(prefix + "bias"))
+        return self._biased(torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.codes, self.scales).float())
 
 
 def int4_fits(out_features: int, in_features: int) -> bool:
@@ -126,7 +127,7 @@ def int4_fits(out_features: int, in_features: int) -> bool:
     return out_features % 16 == 0 and in_features % GROUP == 0
 
 
-class Int8GroupLinear:
+class Int8GroupLinear(_Stored):
     """int8 with one scale per group of 32 inputs: the grid of GGUF Q8_0 (w = d * q), repacked.
 
     torch has no grouped int8 kernel, so each group of 32 input columns is one per-channel
@@ -138,6 +139,7 @@ class Int8GroupLinear:
     """
 
     kind = "int8-group"
+    FIELDS = (("codes", "int8g_codes"), ("scales", "int8g_scales"))
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         self.codes, self.scales, self.bias = codes, scales, bias  # [G, out, 32] int8, [G, out] fp32
@@ -158,29 +160,24 @@ class Int8GroupLinear:
             part = torch.ops.aten._weight_int8pack_mm(xb[:, g * GROUP:(g + 1) * GROUP].contiguous(), self.codes[g],
                                                      self._scales_bf16[g])
             y = part.float() if y is None else y.add_(part)
-        return y + self.bias if self.bias is not None else y
+        return self._biased(y)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Dequantized rows (an embedding lookup), exactly d * q in fp32 as GGUF defines it."""
         picked = self.codes[:, ids, :].float() * self.scales[:, ids, None]  # [G, T, 32]
         return picked.permute(1, 0, 2).reshape(len(ids), -1)
 
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
-        extra = {prefix + "bias": self.bias} if self.bias is not None else {}
-        return {prefix + "int8g_codes": self.codes, prefix + "int8g_scales": self.scales, **extra}
-
-    @classmethod
-    def restore(cls, tensors: dict, prefix: str) -> "Int8GroupLinear":
-        return cls(tensors[prefix + "int8g_codes"], tensors[prefix + "int8g_scales"], tensors.get(prefix + "bias"))
-
 
 KINDS = {cls.kind: cls for cls in (FloatLinear, Int4Linear, Int8Linear, Int8GroupLinear)}
 
 
-class Int4Rows:
+class Int4Rows(_Stored):
     """An embedding table kept as its 4-bit codes (one byte each) with group scales and zeros:
     rows are dequantized when looked up, exactly (q - 8) * scale + zero as the file defines them,
     at a quarter of a float32 table's memory."""
+
+    FIELDS = (("codes", "int4rows_codes"), ("scale", "int4rows_scale"), ("zero", "int4rows_zero"))
+    HAS_BIAS = False
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor):
         self.codes, self.scale, self.zero = codes, scale, zero  # [V, in] uint8, [V, in/32] fp32 ×2
@@ -188,14 +185,6 @@ class Int4Rows:
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         q = self.codes[ids].float().reshape(len(ids), -1, GROUP)
         return ((q - 8) * self.scale[ids][..., None] + self.zero[ids][..., None]).reshape(len(ids), -1)
-
-    def state(self, prefix: str) -> dict[str, torch.Tensor]:
-        return {prefix + "int4rows_codes": self.codes, prefix + "int4rows_scale": self.scale,
-                prefix + "int4rows_zero": self.zero}
-
-    @classmethod
-    def restore(cls, tensors: dict, prefix: str) -> "Int4Rows":
-        return cls(tensors[prefix + "int4rows_codes"], tensors[prefix + "int4rows_scale"], tensors[prefix + "int4rows_zero"])
 
 
 @dataclass

@@ -84,7 +84,7 @@ def find_template(folder: Path, spec=None) -> tuple[str, str] | None:
     return None
 
 
-def load_template(folder: Path, spec=None) -> ChatTemplate:
+def load_template(folder: Path, spec=None, names: Mapping[str, str] | None = None) -> ChatTemplate:
     """The model's chat template, compiled (a syntax error is ModelRejected, exit 4).
 
     A model without a template (a base model) is ModelRejected too, as in `prompting`.
@@ -96,7 +96,7 @@ def load_template(folder: Path, spec=None) -> ChatTemplate:
                             "tokenize plain text instead, or set chat_template = \"FILE.jinja\" in models.toml")
     source, origin = found
     _compile(source, origin)
-    names = folder_special_names(Path(folder))
+    names = folder_special_names(Path(folder)) if names is None else names  # (a caller that read them passes them)
     return ChatTemplate(source=source, origin=origin, special_tokens=MappingProxyType(names))
 
 

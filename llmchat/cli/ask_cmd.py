@@ -9,7 +9,8 @@ import typer
 
 from . import app
 from ..errors import Interrupted, UsageError
-from .common import sampling_params
+from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
+                     sampling_params)
 from .inputs import gather_prompt
 
 VIEW_HELP = "On a terminal: text, tokens (boundaries) or probs (colour by probability)."
@@ -19,7 +20,7 @@ VIEW_HELP = "On a terminal: text, tokens (boundaries) or probs (colour by probab
 def ask(
     ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(None, help="The prompt ('-' reads stdin). Piped stdin comes first."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
+    model: Optional[str] = MODEL_OPTION,
     file: List[str] = typer.Option([], "-f", "--file", help="Add a file's contents to the prompt (repeatable)."),
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
     temperature: Optional[float] = typer.Option(None, "-t", "--temperature", help="0 = greedy."),
@@ -41,11 +42,11 @@ def ask(
     truncate: bool = typer.Option(False, "--truncate", help="Drop the oldest part of a prompt that does not fit."),
     input_errors: str = typer.Option("strict", "--input-errors", help="strict or replace: non-UTF-8 input."),
     raw_output: bool = typer.Option(False, "--raw-output", help="Pipes only: write the model's exact bytes (unsafe for terminals)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="auto (a GGUF's own blocks), none, int8, int4: CPU weights."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
-    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
-    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
+    dtype: Optional[str] = DTYPE_OPTION,
+    quant: Optional[str] = QUANT_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    download: bool = DOWNLOAD_OPTION,
+    force: bool = FORCE_OPTION,
     no_server: bool = typer.Option(False, "--no-server", help="Do not use a running `llmchat serve`; load in-process."),
     keep_alive: bool = typer.Option(False, "--keep-alive",
                                     help="Start a background server (idle timeout 600 s) for later asks."),

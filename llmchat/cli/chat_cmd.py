@@ -10,13 +10,14 @@ import typer
 
 from . import app
 from ..errors import UsageError
-from .common import sampling_params
+from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
+                     sampling_params)
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def chat(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
+    model: Optional[str] = MODEL_OPTION,
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
     view: str = typer.Option("text", "--view", help="text (markdown), tokens (boundaries) or probs (colour by probability)."),
     think: str = typer.Option("show", "--think", help="show: stream reasoning, then collapse it; hide: summary only."),
@@ -30,11 +31,11 @@ def chat(
     resume: bool = typer.Option(False, "--continue", help="Resume the last conversation (auto-saved on exit)."),
     load_path: Optional[str] = typer.Option(None, "--load", help="Start from a saved conversation."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not read or write the input history."),
-    dtype: Optional[str] = typer.Option(None, "--dtype"),
-    quant: Optional[str] = typer.Option(None, "--quant", help="auto, none, int8, int4 (CPU weights)."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
-    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
+    dtype: Optional[str] = DTYPE_OPTION,
+    quant: Optional[str] = QUANT_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    download: bool = DOWNLOAD_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Talk to a model; see its tokens and probabilities with /view, /inspect and /branch."""
     from ..repl import VIEWS

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import typer
+
+# The load options every model-running command takes (ask, chat, next, serve): one definition, one help text.
+MODEL_OPTION = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id.")
+DTYPE_OPTION = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16.")
+QUANT_OPTION = typer.Option(None, "--quant", help="auto (a GGUF's own blocks), none, int8, int4: CPU weights.")
+DEVICE_OPTION = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split.")
+DOWNLOAD_OPTION = typer.Option(False, "--download", help="Download a repo that is not cached.")
+FORCE_OPTION = typer.Option(False, "--force", help="Load even when the model looks too big for free memory.")
+
 
 @dataclass
 class State:

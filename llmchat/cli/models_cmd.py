@@ -8,6 +8,7 @@ import typer
 
 from . import app
 from ..render.console import make_console
+from .common import DOWNLOAD_OPTION
 
 models_app = typer.Typer(help="List the models in the registry, or show one in detail.", invoke_without_command=True,
                          rich_markup_mode=None)
@@ -46,7 +47,7 @@ def show(
     ctx: typer.Context,
     alias: str = typer.Argument(None, help="Alias, model folder, .gguf file or repo id (default: the default model)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
+    download: bool = DOWNLOAD_OPTION,
 ) -> None:
     """Architecture, size, context, tokenizer and template details of one model."""
     from ..modelinfo import describe

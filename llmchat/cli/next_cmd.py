@@ -11,24 +11,25 @@ import typer
 from . import app
 from ..errors import UsageError
 from .inputs import gather_prompt
+from .common import DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION
 
 
 @app.command("next", context_settings={"help_option_names": ["-h", "--help"]})
 def next_token(
     ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(None, help="The text so far ('-' or piped stdin works too)."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
+    model: Optional[str] = MODEL_OPTION,
     top: int = typer.Option(10, "-k", "--top", help="How many tokens to list."),
     chat: bool = typer.Option(False, "--chat", help="Apply the chat template (the text is the user turn)."),
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt (with --chat)."),
     after: Optional[str] = typer.Option(None, "--after", help="Force-feed this text, then show the distribution."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     input_errors: str = typer.Option("strict", "--input-errors", help="strict or replace: non-UTF-8 input."),
-    dtype: Optional[str] = typer.Option(None, "--dtype"),
-    quant: Optional[str] = typer.Option(None, "--quant", help="auto, none, int8, int4 (CPU weights)."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
-    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
+    dtype: Optional[str] = DTYPE_OPTION,
+    quant: Optional[str] = QUANT_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
+    download: bool = DOWNLOAD_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Show the top-K next tokens with probability, bar, cumulative probability and entropy."""
     if top < 1:

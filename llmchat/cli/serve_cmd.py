@@ -14,6 +14,7 @@ import typer
 
 from . import app
 from ..errors import LlmchatError, UsageError
+from .common import DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION
 
 ACTIONS = ("stop", "status")
 
@@ -22,18 +23,18 @@ ACTIONS = ("stop", "status")
 def serve(
     ctx: typer.Context,
     action: Optional[str] = typer.Argument(None, metavar="[stop|status]", help="Stop a server, or list them."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
-    quant: Optional[str] = typer.Option(None, "--quant", help="auto, none, int8, int4: CPU weights."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split."),
+    model: Optional[str] = MODEL_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    quant: Optional[str] = QUANT_OPTION,
+    device: Optional[str] = DEVICE_OPTION,
     socket_path: Optional[str] = typer.Option(None, "--socket", metavar="PATH",
                                               help="Listen here instead of $XDG_RUNTIME_DIR/llmchat/<key>.sock."),
     idle_timeout: float = typer.Option(0.0, "--idle-timeout", metavar="SECONDS",
                                        help="Exit after this long without a request (0 = never)."),
     stop: bool = typer.Option(False, "--stop", help="Ask the server for this model and options to exit."),
     status: bool = typer.Option(False, "--status", help="List server sockets and whether they answer."),
-    download: bool = typer.Option(False, "--download", help="Download a repo that is not cached."),
-    force: bool = typer.Option(False, "--force", help="Load even when the model looks too big for free memory."),
+    download: bool = DOWNLOAD_OPTION,
+    force: bool = FORCE_OPTION,
 ) -> None:
     """Load a model once and answer `llmchat ask` through a Unix socket (one request at a time)."""
     if action is not None and action not in ACTIONS:
