@@ -31,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from llmchat.engine import PromptCache, generate  # noqa: E402
-from llmchat.events import Finished  # noqa: E402
-from llmchat.loading import gguf_file, load  # noqa: E402
-from llmchat.registry import load_registry  # noqa: E402
-from llmchat.sampling import SamplingParams  # noqa: E402
+from llmchat.engine.loop import PromptCache, generate  # noqa: E402
+from llmchat.engine.events import Finished  # noqa: E402
+from llmchat.model.files import gguf_file
+from llmchat.model.load import load  # noqa: E402
+from llmchat.config.registry import load_registry  # noqa: E402
+from llmchat.engine.sampling import SamplingParams  # noqa: E402
 
 TEXT = ("Large language models read text as tokens. Each step, the model looks at every token so far and "
         "produces a probability for every token in its vocabulary; a sampler then picks one. ")
@@ -112,9 +113,9 @@ def main() -> None:
     parser.add_argument("--anchor-python", default=os.environ.get("LLMCHAT_ANCHOR_PYTHON", str(ROOT / ".venv-anchors/bin/python")))
     args = parser.parse_args()
     spec = load_registry().get(args.model)
-    fast = load(spec, device="cpu", progress=False)
-    exact = load(spec, device="cpu", quant="none", dtype="float32", progress=False)
-    reference = load(spec, device="cpu", dtype="float32", progress=False, backend="transformers")
+    fast = load(spec, device="cpu")
+    exact = load(spec, device="cpu", quant="none", dtype="float32")
+    reference = load(spec, device="cpu", dtype="float32", backend="transformers")
     fast, exact = (dataclasses.replace(m, eos_ids=()) for m in (fast, exact))
     ids = prompt_ids(fast, args.prompt_tokens)
     engines = {

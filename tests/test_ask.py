@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from conftest import LLMCHAT
-from llmchat.engine import generate
-from llmchat.events import Finished
-from llmchat.sampling import SamplingParams
+from llmchat.engine.loop import generate
+from llmchat.engine.events import Finished
+from llmchat.engine.sampling import SamplingParams
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ from rich.console import Console
 from llmchat.chat import store
 from llmchat.chat.commands import Command, parse
 from llmchat.chat.session import Session
+from llmchat.engine.source import LocalModel
 from llmchat.errors import ContextOverflow, UsageError
-from llmchat.events import Finished
-from llmchat.loading import load
-from llmchat.registry import ModelSpec
-from llmchat.repl import Repl
-from llmchat.sampling import SamplingParams
+from llmchat.engine.events import Finished
+from llmchat.model.load import load
+from llmchat.config.registry import ModelSpec
+from llmchat.chat.repl import Repl
+from llmchat.engine.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, seed=1)
 
@@ -40,7 +41,7 @@ def drain(iterator):
 
 @pytest.fixture
 def session(loaded):
-    return Session(loaded=loaded("tiny-llama"), params=GREEDY)
+    return Session(source=LocalModel(loaded("tiny-llama")), params=GREEDY)
 
 
 def test_turns_reuse_the_cache_and_undo_retry_clear(session):
@@ -55,7 +56,7 @@ def test_turns_reuse_the_cache_and_undo_retry_clear(session):
     drain(session.retry())
     assert len(session.exchanges) == 1 and session.params.seed == seed + 1
     session.clear()
-    assert session.exchanges == [] and session.cache.tokens == []
+    assert session.exchanges == [] and session.source.cache.tokens == []
     with pytest.raises(UsageError):
         session.undo()
 
@@ -70,7 +71,7 @@ def test_set_validates(session):
 
 def test_context_full_drops_oldest_exchanges_never_system(loaded):
     model = loaded("tiny-llama")
-    session = Session(loaded=dataclasses.replace(model, context_length=120), params=GREEDY, system="Be brief.")
+    session = Session(source=LocalModel(dataclasses.replace(model, context_length=120)), params=GREEDY, system="Be brief.")
     for n in range(8):
         drain(session.ask(f"Message number {n} with some words in it"))
     assert any("dropped the oldest" in notice for notice in session.notices)
@@ -90,7 +91,7 @@ def test_branch_forces_the_alternative_and_continues(session):
     assert [e.id for e in branched[:n]] == [e.id for e in events[:n]]
     assert branched[n].id == alternative.id and abs(branched[n].prob - alternative.prob) < 1e-9
     assert [e.index for e in branched] == list(range(len(branched)))
-    text = session.loaded.tokenizer.decode([e.id for e in branched], skip_special_tokens=True)
+    text = session.source.tokenizer.decode([e.id for e in branched], skip_special_tokens=True)
     assert "".join(e.text for e in branched) == text == session.exchanges[-1].raw
     with pytest.raises(UsageError):
         session.branch(999, "0")
@@ -105,8 +106,8 @@ def test_branch_with_a_literal_string(session):
 
 
 def test_thinking_is_split_and_not_sent_back(scripted):
-    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32", progress=False)
-    session = Session(loaded=model, params=GREEDY.with_overrides(max_new_tokens=30))
+    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32")
+    session = Session(source=LocalModel(model), params=GREEDY.with_overrides(max_new_tokens=30))
     drain(session.ask("hi"))
     ex = session.exchanges[0]
     assert ex.thinking.strip() == "Let me think. Six times seven." and ex.answer.strip() == "The answer is 42."
@@ -120,7 +121,7 @@ def test_save_load_roundtrip_and_errors(session, tmp_path):
     path = store.save(session, tmp_path / "chat.json")
     record = json.loads(path.read_text())
     assert record["version"] == 1 and record["turns"][0]["tokens"][0]["id"] == session.exchanges[0].events[0].id
-    other = Session(loaded=session.loaded, params=GREEDY)
+    other = Session(source=session.source, params=GREEDY)
     store.restore(other, store.load(path))
     assert other.messages() == session.messages()
     assert [e.id for e in other.exchanges[0].events] == [e.id for e in session.exchanges[0].events]
@@ -155,7 +156,7 @@ def run_repl(session, lines: list[str], tmp_path, registry=None, width=250):
     with create_pipe_input() as pipe:
         pipe.send_text("".join(line + "\r" for line in lines))
         pipe.close()
-        repl = Repl(session, console, registry=registry, load_model=lambda spec: load(spec, dtype="float32", progress=False),
+        repl = Repl(session, console, registry=registry, load_model=lambda spec: load(spec, dtype="float32"),
                     history=tmp_path / "history", input=pipe, output=DummyOutput(), autosave=tmp_path / "last.json")
         assert repl.run() == 0
     return out.getvalue()
@@ -178,8 +179,8 @@ def test_repl_end_to_end(session, tmp_path, registry):
 
 
 def test_repl_thinking_collapses_to_one_line(scripted, tmp_path):
-    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32", progress=False)
-    session = Session(loaded=model, params=GREEDY.with_overrides(max_new_tokens=30))
+    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32")
+    session = Session(source=LocalModel(model), params=GREEDY.with_overrides(max_new_tokens=30))
     text = run_repl(session, ["What is six times seven?", "/exit"], tmp_path)
     assert "thought for 7 tokens" in text  # 6 reasoning tokens + </think>
     assert "The answer is 42." in text and "Six times seven" not in text.split("thought for")[1]
@@ -188,16 +189,16 @@ def test_repl_thinking_collapses_to_one_line(scripted, tmp_path):
 def test_ctrl_c_mid_answer_keeps_the_partial_answer_and_the_session(scripted, tmp_path, monkeypatch):
     from llmchat.render import chat_view
 
-    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32", progress=False)
-    session = Session(loaded=model, params=GREEDY.with_overrides(max_new_tokens=30))
+    model = load(ModelSpec(alias="scripted", source="path", location=str(scripted)), dtype="float32")
+    session = Session(source=LocalModel(model), params=GREEDY.with_overrides(max_new_tokens=30))
     original = chat_view.AnswerView.event
     seen = []
 
-    def interrupt_after_three(self, event):
+    def interrupt_after_three(self, event, *split):
         seen.append(event)
         if len(seen) == 3:
             raise KeyboardInterrupt
-        original(self, event)
+        original(self, event, *split)
 
     monkeypatch.setattr(chat_view.AnswerView, "event", interrupt_after_three)
     text = run_repl(session, ["first", "second", "/exit"], tmp_path)
@@ -208,7 +209,7 @@ def test_ctrl_c_mid_answer_keeps_the_partial_answer_and_the_session(scripted, tm
 
 
 def test_render_snapshots_of_tokens_and_probs_views(loaded):
-    from llmchat.events import TokenEvent
+    from llmchat.engine.events import TokenEvent
     from llmchat.render.chat_view import AnswerView
 
     events = [TokenEvent(index=i, id=i, piece=p, bytes=t.encode(), text=t, is_special=False, prob=pr, logprob=0.0,
@@ -217,10 +218,10 @@ def test_render_snapshots_of_tokens_and_probs_views(loaded):
     rendered = {}
     for view in ("tokens", "probs"):
         console = Console(record=True, width=60, force_terminal=True, color_system="truecolor", file=io.StringIO())
-        answer = AnswerView(console, view, None, False, "show")
+        answer = AnswerView(console, view, "show")
         for event in events:
-            answer.event(event)
-        answer.close()
+            answer.event(event, [("answer", event.text)], "answer")
+        answer.close([])
         rendered[view] = console.export_text(styles=True)
     assert rendered["tokens"] == (
         "\x1b[38;2;0;0;0;48;2;198;226;255mHello\x1b[0m\x1b[38;2;0;0;0;48;2;255;217;179m world\x1b[0m"
@@ -234,9 +235,9 @@ def test_hostile_model_text_is_escaped_in_every_view(tmp_path):
     from scripted_model import build_scripted
 
     folder = build_scripted(tmp_path / "hostile", ["\x1b[2J\x1b]0;pwned\x07", "[bold]x[/bold]", "</think>", "ok\r\x08"])
-    model = load(ModelSpec(alias="hostile", source="path", location=str(folder)), dtype="float32", progress=False)
+    model = load(ModelSpec(alias="hostile", source="path", location=str(folder)), dtype="float32")
     for view in ("text", "tokens", "probs"):
-        session = Session(loaded=model, params=GREEDY, view=view)
+        session = Session(source=LocalModel(model), params=GREEDY, view=view)
         text = run_repl(session, ["hi", "/inspect", "/tokens", "/exit"], tmp_path)
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\x08" not in text
         assert "␛[2J" in text and "[bold]x[/bold]" in text

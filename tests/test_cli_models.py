@@ -8,7 +8,7 @@ import pytest
 
 from bad_models import pickle_only_folder, remote_code_folder
 from conftest import stderr_of_main
-from llmchat.loading import gguf_file
+from llmchat.model.files import gguf_file
 
 
 def one_error_line(proc) -> str:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmchat.detokenize import IncrementalDetokenizer
+from llmchat.tokenizer.detokenize import IncrementalDetokenizer
 
 ALPHABET = st.sampled_from(list("abc xyz\n\t.,!?'") + ["🦙", "👩‍👩‍👧", "日本語", "한국어", "é", "ñ", "ü", "  ", "\n\n", "١٢٣", "½"])
 TEXTS = st.lists(st.one_of(ALPHABET, st.text(max_size=5)), max_size=25).map("".join)
@@ -16,10 +16,10 @@ TEXTS = st.lists(st.one_of(ALPHABET, st.text(max_size=5)), max_size=25).map("".j
 def tokenizers(registry, tiny):
     from transformers import AutoTokenizer
 
-    from llmchat.loading import tokenizer_folder
+    from llmchat.model.files import tokenizer_folder
 
     return {
-        "smollm2": AutoTokenizer.from_pretrained(str(tokenizer_folder(registry.get("smollm2"), progress=False))),
+        "smollm2": AutoTokenizer.from_pretrained(str(tokenizer_folder(registry.get("smollm2")))),
         "tiny": AutoTokenizer.from_pretrained(str(tiny["llama"])),
     }
 

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from llmchat.engine import PromptCache, generate
+from llmchat.engine.loop import PromptCache, generate
 from llmchat.errors import ContextOverflow
-from llmchat.events import Finished, TokenEvent
-from llmchat.sampling import SamplingParams
+from llmchat.engine.events import Finished, TokenEvent
+from llmchat.engine.sampling import SamplingParams
 
 TINY = ["tiny-llama", "tiny-deepseek", "tiny-r1"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from llmchat import fast_weights as W
-from llmchat import quant as Q
-from llmchat.engine import PromptCache, generate
+from llmchat.model.cpu import weights as W
+from llmchat.model.cpu import quant as Q
+from llmchat.engine.loop import PromptCache, generate
 from llmchat.errors import ConfigError, UsageError
-from llmchat.events import Finished
-from llmchat.fastllama import StaticKV
-from llmchat.loading import gguf_file, load
-from llmchat.registry import ModelSpec, load_registry
-from llmchat.sampling import SamplingParams
+from llmchat.engine.events import Finished
+from llmchat.model.cpu.llama import StaticKV
+from llmchat.model.files import gguf_file
+from llmchat.model.load import load
+from llmchat.config.registry import ModelSpec, load_registry
+from llmchat.engine.sampling import SamplingParams
 
 FIXED_TEXT = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")[:4000]
 
@@ -85,7 +86,7 @@ def test_int8_groups_are_gguf_q8_0(rows):
     torch.manual_seed(2)
     codes = torch.randint(-128, 128, (rows, 64), dtype=torch.int8)
     scale = torch.rand(rows, 2)
-    raw = Q.Raw("int8g", codes=codes, scale=scale)
+    raw = Q.Raw("int8-group", codes=codes, scale=scale)
     linear = Q.build(raw, "auto", torch.float32)
     assert isinstance(linear, Q.Int8GroupLinear)
     ids = torch.tensor([0, 7, rows - 1])
@@ -98,7 +99,7 @@ def test_int8_groups_are_gguf_q8_0(rows):
 def test_fused_rms_norm_is_transformers_rms_norm():
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from llmchat.fastllama import _rms_norm
+    from llmchat.model.cpu.llama import _rms_norm
 
     torch.manual_seed(3)
     x = torch.randn(5, 64) * 4
@@ -121,7 +122,7 @@ def gguf_blocks(kind, rows: int, cols: int, scale_at: list[int], seed: int) -> n
 
 
 @pytest.mark.parametrize("kind_name, scale_at, expect", [
-    ("Q4_0", [0], "int4"), ("Q4_1", [0, 2], "int4"), ("Q8_0", [0], "int8g"), ("Q4_K", [0, 2], "int4"),
+    ("Q4_0", [0], "int4"), ("Q4_1", [0, 2], "int4"), ("Q8_0", [0], "int8-group"), ("Q4_K", [0, 2], "int4"),
     ("Q5_K", [0, 2], "float"), ("Q6_K", [208], "float")])
 def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, expect):
     """Every block type gives exactly the weights gguf-py's reference dequantizer gives; the ones
@@ -136,7 +137,7 @@ def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, 
     assert raw.kind == expect
     assert torch.allclose(raw.dequantize(), expected, rtol=1e-6, atol=1e-7 * float(expected.abs().max()))
     linear = Q.build(raw, "auto", torch.float32)
-    assert type(linear).__name__ == {"int4": "Int4Linear", "int8g": "Int8GroupLinear", "float": "Int8Linear"}[expect]
+    assert type(linear).__name__ == {"int4": "Int4Linear", "int8-group": "Int8GroupLinear", "float": "Int8Linear"}[expect]
     x = torch.randn(3, cols)
     reference = x @ expected.t()
     assert (linear(x) - reference).abs().max() < 0.02 * reference.abs().max()  # bf16 activations (+ int8 rounding)
@@ -161,7 +162,7 @@ def test_gguf_blocks_are_repacked_not_requantized(smollm2, smollm2_reference):
         raw = raws[name]
         kinds[name.split(".")[-2]] = raw.kind
         assert torch.equal(raw.dequantize(), params[name].detach()), name
-    assert kinds == {"q_proj": "int4", "k_proj": "int4", "down_proj": "int4", "embed_tokens": "int8g"}
+    assert kinds == {"q_proj": "int4", "k_proj": "int4", "down_proj": "int4", "embed_tokens": "int8-group"}
     assert smollm2.quant == "int4+int8-group" and smollm2.backend == "llmchat"
     assert smollm2.model.kinds() == {"int4": 120, "int8-group": 1}  # q/k/v and gate/up fused
 
@@ -223,12 +224,12 @@ def test_packed_cache_is_used_and_a_corrupt_one_is_rebuilt(smollm2, registry):
     spec = registry.get("smollm2")
     packed = sorted(smollm2.folder.glob("packed-auto-*.safetensors"))
     assert len(packed) == 1
-    warm = load(spec, dtype="float32", device="cpu", progress=False)
+    warm = load(spec, dtype="float32", device="cpu")
     assert not warm.converted and warm.model.kinds() == smollm2.model.kinds()
     ids = smollm2.tokenizer.encode("Hello there")
     assert torch.equal(warm.model(input_ids=torch.tensor([ids])).logits, smollm2.model(input_ids=torch.tensor([ids])).logits)
     packed[0].write_bytes(b"not a safetensors file")
-    rebuilt = load(spec, dtype="float32", device="cpu", progress=False)
+    rebuilt = load(spec, dtype="float32", device="cpu")
     assert rebuilt.converted
     assert torch.equal(rebuilt.model(input_ids=torch.tensor([ids])).logits, smollm2.model(input_ids=torch.tensor([ids])).logits)
 
@@ -241,14 +242,14 @@ def test_quant_on_a_float_checkpoint(smollm2_reference, smollm2_fp32, quant, rec
     """--quant int8/int4 on a float32 folder (smollm2 as transformers dequantized it): quantized
     at load, packed once, then mapped from the cache; NLL within 2% of float32."""
     spec = ModelSpec(alias="smollm2-f32", source="path", location=str(smollm2_reference.folder))
-    model = load(spec, dtype="float32", device="cpu", quant=quant, progress=False)
+    model = load(spec, dtype="float32", device="cpu", quant=quant)
     assert model.backend == "llmchat" and model.quant.startswith(quant)
     text = smollm2_fp32.tokenizer.encode(FIXED_TEXT)[:400]
     base, got = nll(smollm2_fp32, text), nll(model, text)
     record_property(f"nll_{quant}_requantized", round(got, 4))
     print(f"--quant {quant} on float32: NLL {got:.4f} vs {base:.4f} ({100 * (got - base) / base:+.3f}%)")
     assert abs(got - base) / base < 0.02
-    again = load(spec, dtype="float32", device="cpu", quant=quant, progress=False)
+    again = load(spec, dtype="float32", device="cpu", quant=quant)
     assert model.converted and not again.converted
     ids = torch.tensor([text[:20]])
     assert torch.equal(again.model(input_ids=ids).logits, model.model(input_ids=ids).logits)
@@ -256,9 +257,9 @@ def test_quant_on_a_float_checkpoint(smollm2_reference, smollm2_fp32, quant, rec
 
 def test_quant_is_refused_where_it_cannot_run(registry):
     with pytest.raises(UsageError, match="own forward pass.*model_type 'deepseek_v3'"):
-        load(registry.get("tiny-deepseek"), device="cpu", quant="int4", progress=False)
+        load(registry.get("tiny-deepseek"), device="cpu", quant="int4")
     with pytest.raises(UsageError, match="not one of"):
-        load(registry.get("tiny-llama"), device="cpu", quant="int3", progress=False)
+        load(registry.get("tiny-llama"), device="cpu", quant="int3")
 
 
 def test_registry_validates_quant(tmp_path):
@@ -281,7 +282,9 @@ def test_an_unwritable_cache_loses_only_the_cache(registry, tmp_path, monkeypatc
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = registry.get("tiny-llama")
     monkeypatch.setattr(W, "save", lambda model, path: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
-    model = load(spec, device="cpu", quant="int8", progress=False)
+    from llmchat.render.progress import terminal_progress
+
+    model = load(spec, device="cpu", quant="int8", progress=terminal_progress())  # as the CLI calls it: notes on stderr
     assert model.backend == "llmchat" and model.model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] > 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not cache the packed weights" in err and "Permission denied" in err
@@ -305,7 +308,7 @@ def test_llama_with_every_bias_matches_transformers(tiny, tmp_path):
             if name.endswith("bias"):
                 parameter.normal_(0, 0.5)
     model.save_pretrained(str(folder))
-    fast = load(ModelSpec(alias="biased", source="path", location=str(folder)), dtype="float32", device="cpu", progress=False)
+    fast = load(ModelSpec(alias="biased", source="path", location=str(folder)), dtype="float32", device="cpu")
     assert fast.backend == "llmchat"
     ids = torch.tensor([[1, 5, 9, 30, 7, 2, 11]])
     with torch.no_grad():
@@ -313,7 +316,7 @@ def test_llama_with_every_bias_matches_transformers(tiny, tmp_path):
 
 
 def test_sliding_window_models_are_left_to_transformers():
-    from llmchat.fastllama import Shape, Unsupported
+    from llmchat.model.cpu.llama import Shape, Unsupported
 
     base = dict(vocab_size=10, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=8192)
     with pytest.raises(Unsupported, match="sliding-window"):
@@ -333,7 +336,7 @@ def test_int8_needs_an_input_size_the_kernel_reads_right():
 
 
 def test_kv_cache_keeps_doubling_past_the_context_window():
-    from llmchat.fastllama import Shape
+    from llmchat.model.cpu.llama import Shape
 
     kv = StaticKV(Shape(vocab=10, hidden=8, layers=1, heads=1, kv_heads=1, head_dim=8, eps=1e-6, context=300))
     kv._reserve(290)

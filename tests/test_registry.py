@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmchat.errors import ConfigError, ModelNotFound, UsageError
-from llmchat.registry import load_registry, parse_file
+from llmchat.config.registry import load_registry, parse_file
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models.toml"
 REAL_REPOS = {

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmchat.errors import UsageError
-from llmchat.sampling import (SamplingParams, apply_repetition_penalty, make_generator, make_sampler, min_p_filter,
+from llmchat.engine.sampling import (SamplingParams, apply_repetition_penalty, make_generator, make_sampler, min_p_filter,
                               top_k_filter, top_p_filter)
 
 logit_lists = st.lists(st.floats(-20, 20, allow_nan=False, allow_infinity=False), min_size=1, max_size=64)

@@ -88,7 +88,7 @@ def _raw_request(path: Path, record: dict, timeout: float = 30) -> list[dict]:
 
 def _stop_by_ping(sock: Path) -> None:
     try:
-        pong = _raw_request(sock, {"version": 1, "op": "ping"}, timeout=5)[0]["pong"]
+        pong = _raw_request(sock, {"version": 2, "op": "ping"}, timeout=5)[0]["pong"]
         os.kill(pong["pid"], signal.SIGKILL)
     except (OSError, KeyError, IndexError, ValueError):
         pass
@@ -117,7 +117,7 @@ def ask(cli, tiny):
 
 
 def _requests(path: Path) -> int:
-    return _raw_request(path, {"version": 1, "op": "ping"})[0]["pong"]["requests"]
+    return _raw_request(path, {"version": 2, "op": "ping"})[0]["pong"]["requests"]
 
 
 def test_answers_are_byte_identical_to_in_process(llama_server, ask):
@@ -190,13 +190,13 @@ def test_a_client_that_hangs_up_does_not_stop_the_server(llama_server, ask):
     path = llama_server["path"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(str(path))
-        request = {"version": 1, "op": "ask", "prompt": "Tell me", "system": None, "raw": False, "truncate": False,
-                   "logprobs": 0, "params": {"temperature": 1.0, "seed": 3, "max_new_tokens": 200}}
+        request = {"version": 2, "op": "ask", "prompt": "Tell me", "system": None, "raw": False, "truncate": False,
+                   "logprobs": 0, "params": {"temperature": 1.0, "seed": 3, "max_tokens": 200}}
         conn.sendall(json.dumps(request).encode() + b"\n")
         assert b'"prompt"' in conn.recv(65536)
     proc = ask(llama_server["env"], "-m", "tiny-llama", "hi", "-n", "5")
     assert proc.returncode == 0 and proc.stderr == ""
-    bad = _raw_request(path, {"version": 1, "op": "ask", "prompt": "hi", "params": {"temperature": -1}})
+    bad = _raw_request(path, {"version": 2, "op": "ask", "prompt": "hi", "params": {"temperature": -1}})
     assert bad[0]["error"]["type"] == "UsageError" and bad[0]["error"]["exit_code"] == 2
 
 
@@ -216,7 +216,7 @@ def test_ctrl_c_while_waiting_for_a_busy_server(llama_server, tiny):
 def test_stale_socket_falls_back_in_process(servers, ask, tiny, monkeypatch):
     env = servers.runtime()
     monkeypatch.setenv("XDG_RUNTIME_DIR", env["XDG_RUNTIME_DIR"])
-    from llmchat.registry import load_registry
+    from llmchat.config.registry import load_registry
     from llmchat.serve.client import socket_for
 
     path = socket_for(load_registry(tiny["toml"]).get("tiny-llama"), dtype=None, quant=None, device=None)

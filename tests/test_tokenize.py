@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from conftest import stderr_of_main
 from llmchat.errors import ModelRejected, UsageError
-from llmchat.templates import load_template, parse_messages
-from llmchat.tokens import open_tokenizer
+from llmchat.tokenizer.templates import load_template, parse_messages
+from llmchat.tokenizer.pieces import open_tokenizer
 
 ALPHABET = st.sampled_from(list("abc xyz\n\t.,!?'|[]<>") + ["🦙", "👩‍👩‍👧", "日本語", "한국어", "é", "\u0301", "  ",
                                                               "\n\n", "١٢٣", "½", "<|im_start|>", "<think>", "\x1b[2J"])
@@ -31,9 +31,9 @@ CONVERSATIONS = {
 @pytest.fixture(scope="session")
 def smollm2_folder(registry):
     """smollm2's tokenizer folder; extracting it here (once) lets the CLI runs below read the cache."""
-    from llmchat.loading import tokenizer_folder
+    from llmchat.model.files import tokenizer_folder
 
-    return tokenizer_folder(registry.get("smollm2"), progress=False)
+    return tokenizer_folder(registry.get("smollm2"))
 
 
 @pytest.fixture(scope="session")
@@ -305,7 +305,7 @@ def test_color_view_alternates_and_honours_no_color(tok, tiny):
     from rich.console import Console
 
     from llmchat.render.tokenize_view import print_view
-    from llmchat.tokens import Tokenized
+    from llmchat.tokenizer.pieces import Tokenized
 
     colored = tok("-m", "tiny-llama", "--color", "Hello world, again").stdout
     backgrounds = re.findall(r"\x1b\[([0-9;]*)m", colored)

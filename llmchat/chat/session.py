@@ -1,8 +1,12 @@
 """The state of a chat and the operations on it. No terminal I/O here: the REPL renders.
 
 A conversation is a system prompt plus a list of exchanges (user text, the model's answer with
-its per-token events). What the model receives is the chat template applied to all of it; the
-engine's PromptCache makes each new turn prefill only the new tokens.
+its per-token events). What the model receives is the chat template applied to all of it (the
+source's `render`); a LocalModel's PromptCache makes each new turn prefill only the new tokens.
+The session talks to the model only through `engine.source.ModelSource`.
+
+Thinking is split here, once per answer: each event's (channel, text) pieces are kept on the
+exchange, and the REPL draws them without splitting again.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
-from .. import prompting
-from ..detokenize import IncrementalDetokenizer
-from ..engine import PromptCache, generate
+from ..engine.events import Alternative, Finished, TokenEvent
+from ..engine.sampling import SamplingParams
+from ..engine.source import ModelSource
 from ..errors import ContextOverflow, LlmchatError, UsageError
-from ..events import Alternative, Finished, TokenEvent
-from ..sampling import SamplingParams
-from ..thinking import ANSWER, ThinkSplitter
+from ..prompt.build import opens_thinking
+from ..prompt.thinking import ThinkSplitter
+from ..tokenizer.detokenize import IncrementalDetokenizer
+from ..tokenizer.pieces import token_bytes
+
+Pieces = list[tuple[str, str]]  # (channel, text) — what one delta of the answer adds to each channel
 
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "repetition_penalty": float,
             "max_tokens": int, "seed": int}
@@ -32,6 +39,8 @@ class Exchange:
               whether reasoning is shown to the model again.
     answer / thinking: `raw` split by the think markers.
     events:   the per-token data of the answer (for /inspect, /branch and saving).
+    splits:   for each event, its pieces and the channel the split is in after it (for the REPL);
+    tail:     the pieces held back at the end (a possible partial marker), known when it finished.
     """
 
     user: str
@@ -39,24 +48,24 @@ class Exchange:
     answer: str = ""
     thinking: str = ""
     events: list[TokenEvent] = field(default_factory=list)
+    splits: list[tuple[Pieces, str]] = field(default_factory=list, repr=False, compare=False)
+    tail: Pieces = field(default_factory=list, repr=False, compare=False)
     finished: Finished | None = None
     interrupted: bool = False
 
 
 @dataclass
 class Session:
-    """spec/loaded model, the conversation, sampling settings and view settings."""
+    """The model (any ModelSource), the conversation, sampling settings and view settings."""
 
-    loaded: object
+    source: ModelSource
     params: SamplingParams
     system: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
     view: str = "text"
     think: str = "show"  # show: stream reasoning then collapse; hide: only the one-line summary
     alternatives: int = 5
-    cache: PromptCache = field(default_factory=PromptCache)
     should_stop: Callable[[], bool] | None = None  # set by the REPL while an answer streams (Ctrl-C)
-    starts_thinking: bool = False  # whether the answer being streamed starts inside a think block
     _context_memo: tuple = field(default=(None, 0), repr=False)
     notices: list[str] = field(default_factory=list)  # things the REPL must tell the user
 
@@ -73,15 +82,15 @@ class Session:
 
     def prompt_ids(self) -> list[int]:
         """Token ids for answering the last exchange (its answer left out)."""
-        return prompting.chat_ids(self.loaded, self.messages(upto=len(self.exchanges)))
+        return self.source.render(self.messages(upto=len(self.exchanges)))
 
     def context_used(self) -> int:
         """Tokens the conversation takes now (the toolbar asks at every redraw: memoised on what
         it depends on)."""
-        key = (self.loaded.spec, self.system, tuple((ex.user, ex.raw) for ex in self.exchanges))
+        key = (self.source.spec, self.system, tuple((ex.user, ex.raw) for ex in self.exchanges))
         if self._context_memo[0] != key:
             msgs = self.messages()
-            used = len(prompting.chat_ids(self.loaded, msgs, add_generation_prompt=False)) if msgs else 0
+            used = len(self.source.render(msgs, add_generation_prompt=False)) if msgs else 0
             self._context_memo = (key, used)
         return self._context_memo[1]
 
@@ -89,7 +98,7 @@ class Session:
         """Drop the oldest whole exchanges (never the system prompt, never the new message) until
         the prompt plus max tokens fits; a notice says what was dropped. When even the new message
         alone does not fit, nothing is dropped and ContextOverflow is raised."""
-        limit, budget = self.loaded.context_length, self.params.max_new_tokens
+        limit, budget = self.source.context_length, self.params.max_new_tokens
         kept = list(self.exchanges)
         ids = self.prompt_ids()
         while len(ids) + budget > limit and len(self.exchanges) > 1:
@@ -131,7 +140,7 @@ class Session:
 
     def clear(self) -> None:
         self.exchanges.clear()
-        self.cache.reset()
+        self.source.forget()
 
     def branch(self, index: int, alternative: str) -> Iterator[TokenEvent | Finished]:
         """Rewind the last answer to before token `index`, force `alternative` (an index into that
@@ -143,7 +152,7 @@ class Session:
             raise UsageError(f"token {index} does not exist; the last answer has {len(last.events)} tokens",
                              "see /inspect for the indices")
         forced = self._forced_tokens(last.events[index], alternative)
-        detok = IncrementalDetokenizer(self.loaded.tokenizer)  # re-derive the text of kept + forced tokens
+        detok = IncrementalDetokenizer(self.source.tokenizer)  # re-derive the text of kept + forced tokens
         prefix = [replace(e, index=i, text="" if e.is_special else detok.add(e.id))
                   for i, e in enumerate(last.events[:index] + forced)]
         tail = detok.flush()
@@ -151,12 +160,12 @@ class Session:
             prefix[-1] = replace(prefix[-1], text=prefix[-1].text + tail)
         self.exchanges[-1] = Exchange(user=last.user, events=list(prefix))
         ids = self.prompt_ids() + [e.id for e in prefix]
-        if len(ids) >= self.loaded.context_length:
+        if len(ids) >= self.source.context_length:
             raise ContextOverflow("the branch point is at the end of the context", "branch earlier")
         return self._stream(self.exchanges[-1], ids, prefix_events=prefix)
 
     def _forced_tokens(self, event: TokenEvent, alternative: str) -> list[TokenEvent]:
-        tokenizer = self.loaded.tokenizer
+        tokenizer = self.source.tokenizer
         if alternative.isdigit():
             pick = int(alternative)
             if not 0 <= pick < len(event.alternatives):
@@ -171,48 +180,39 @@ class Session:
             known = {a.id: a.prob for a in event.alternatives}
             alts = tuple(Alternative(i, p, known.get(i, math.nan) if n == 0 else math.nan)
                          for n, (i, p) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids))))
-        from ..tokens import token_bytes
-
         return [TokenEvent(index=0, id=a.id, piece=a.piece, bytes=token_bytes(tokenizer, a.id), text="",
                            is_special=False, prob=a.prob, logprob=math.log(a.prob) if a.prob > 0 else math.nan,
                            sample_prob=1.0, entropy=event.entropy if n == 0 else math.nan, alternatives=())
                 for n, a in enumerate(alts)]
 
     def _stream(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):
-        """Generate into `exchange`; prefix events (kept + forced by /branch) come first. Sets
-        `starts_thinking` now, before the first token, so that a renderer can use it."""
-        self.starts_thinking = prompting.opens_thinking(self.loaded, ids[:len(ids) - len(prefix_events)])
-        return self._generate(exchange, ids, prefix_events)
+        """Generate into `exchange`; prefix events (kept + forced by /branch) come first, split now
+        (before the first token), so that the REPL can draw them at once."""
+        family = self.source.family
+        splitter = ThinkSplitter(family.think_open, family.think_close,
+                                 opens_thinking(self.source, ids[:len(ids) - len(prefix_events)]))
+        exchange.events, exchange.splits = list(prefix_events), []
+        for event in prefix_events:
+            exchange.splits.append((splitter.feed(event.text), splitter.channel))
+        return self._generate(exchange, ids, splitter)
 
-    def _generate(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):
-        loaded = self.loaded
-        splitter = ThinkSplitter(loaded.family.think_open, loaded.family.think_close, self.starts_thinking)
-        prefix_text = "".join(e.text for e in prefix_events)
-        raw = [prefix_text]
-        parts = {ANSWER: [], "thinking": []}
-
-        def take(text: str) -> None:
-            for channel, piece in splitter.feed(text):
-                parts[channel].append(piece)
-
-        take(prefix_text)
-        exchange.events = list(prefix_events)
+    def _generate(self, exchange: Exchange, ids: list[int], splitter: ThinkSplitter):
+        raw = ["".join(e.text for e in exchange.events)]
         finished = None
         try:
-            for item in generate(loaded, ids, self.params, alternatives=self.alternatives, cache=self.cache,
-                                 should_stop=self.should_stop):
+            for item in self.source.generate(ids, self.params, alternatives=self.alternatives,
+                                             should_stop=self.should_stop):
                 if isinstance(item, Finished):
                     finished = item
                     break
                 item = replace(item, index=len(exchange.events))
                 exchange.events.append(item)
+                exchange.splits.append((splitter.feed(item.text), splitter.channel))
                 raw.append(item.text)
-                take(item.text)
                 yield item
         finally:
-            for channel, piece in splitter.finish():
-                parts[channel].append(piece)
-            exchange.raw, exchange.answer, exchange.thinking = "".join(raw), "".join(parts[ANSWER]), "".join(parts["thinking"])
+            exchange.tail = splitter.finish()
+            exchange.raw, exchange.answer, exchange.thinking = "".join(raw), splitter.answer_text, splitter.thinking_text
             exchange.interrupted = finished is None or finished.reason == "interrupted"
             exchange.finished = finished
         if finished is not None:
@@ -231,6 +231,6 @@ class Session:
         return f"{key} = {number}"
 
     def settings(self) -> dict[str, object]:
-        p = self.params
-        return {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k, "min_p": p.min_p,
-                "repetition_penalty": p.repetition_penalty, "max_tokens": p.max_new_tokens, "seed": p.seed}
+        """The settable values under their /set names."""
+        named = self.params.to_dict()
+        return {key: named[key] for key in SETTABLE}

@@ -1,27 +1,22 @@
 """Saved conversations: JSON with messages, model, settings and per-token data.
 
-Writes are atomic (temp file in the same folder, fsync, rename): a conversation being saved is
-never half-written. Reads are size-capped and validated (version, roles, types).
+Writes are atomic (`paths.atomic_write`: temp file in the same folder, fsync, rename): a
+conversation being saved is never half-written. Reads are size-capped and validated (version,
+roles, types). Tokens and stats are in the engine's one dict form (`engine.codec`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..engine.codec import finished_from_dict, finished_to_dict, token_from_dict, token_to_dict
 from ..errors import UsageError
-from ..render.json_out import finished_record, token_record
+from ..paths import atomic_write, state_dir
 
 VERSION = 1
 MAX_BYTES = 32 * 1024 * 1024
-
-
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "llmchat"
 
 
 def last_path() -> Path:
@@ -32,31 +27,15 @@ def to_record(session) -> dict[str, Any]:
     turns = []
     for ex in session.exchanges:
         turns.append({"user": ex.user, "raw": ex.raw, "answer": ex.answer, "thinking": ex.thinking,
-                      "interrupted": ex.interrupted, "tokens": [token_record(e) for e in ex.events],
-                      "stats": finished_record(ex.finished) if ex.finished else None})
-    return {"version": VERSION, "model": session.loaded.spec.alias, "settings": session.settings(),
+                      "interrupted": ex.interrupted, "tokens": [token_to_dict(e) for e in ex.events],
+                      "stats": finished_to_dict(ex.finished) if ex.finished else None})
+    return {"version": VERSION, "model": session.source.spec.alias, "settings": session.settings(),
             "system": session.system, "messages": session.messages(), "turns": turns}
 
 
 def save(session, path: Path) -> Path:
-    path = Path(path).expanduser()
     data = json.dumps(to_record(session), ensure_ascii=False, indent=1).encode("utf-8")
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(Path(path).expanduser(), data)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -91,29 +70,21 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def restore(session, data: dict[str, Any]) -> None:
-    """Put a loaded record into a session (token data is kept for /inspect)."""
-    from ..events import Alternative, TokenEvent
+    """Put a loaded record into a session (token data is kept for /inspect, stats for /stats; a
+    turn whose token records are damaged keeps its text only)."""
     from .session import Exchange
 
     session.clear()
     session.system = data.get("system")
     for turn in data["turns"]:
-        events = []
-        for t in turn.get("tokens", []):
-            try:
-                events.append(TokenEvent(index=t["index"], id=t["id"], piece=t["piece"], bytes=bytes.fromhex(t["bytes"]),
-                                         text=t["text"], is_special=t["special"], prob=t["prob"], logprob=t["logprob"],
-                                         sample_prob=_exp(t.get("sample_logprob")), entropy=t["entropy"],
-                                         alternatives=tuple(Alternative(a["id"], a["piece"], a["prob"]) for a in t["top"])))
-            except (KeyError, TypeError, ValueError):
-                events = []
-                break
+        try:
+            events = [token_from_dict(t) for t in turn.get("tokens", [])]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            events = []
+        try:
+            finished = finished_from_dict(turn["stats"]) if turn.get("stats") else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            finished = None
         session.exchanges.append(Exchange(user=turn["user"], raw=turn.get("raw", ""), answer=turn.get("answer", ""),
-                                          thinking=turn.get("thinking", ""), events=events,
+                                          thinking=turn.get("thinking", ""), events=events, finished=finished,
                                           interrupted=bool(turn.get("interrupted"))))
-
-
-def _exp(value) -> float:
-    import math
-
-    return math.exp(value) if isinstance(value, (int, float)) else math.nan

@@ -52,7 +52,7 @@ def ask(
                                     help="Start a background server (idle timeout 600 s) for later asks."),
 ) -> None:
     """Answer one prompt; the answer streams to stdout, everything else goes to stderr."""
-    from ..render.stream import VIEWS
+    from ..render.styles import VIEWS
 
     if view not in VIEWS:
         raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
@@ -77,17 +77,20 @@ def ask(
         from ..serve.client import spawn_server
 
         spawn_server(ctx.obj.models_path, model, dtype=dtype, quant=quant, device=device, spec=spec)
-    from ..loading import load
+    from ..engine.source import LocalModel
+    from ..model.load import load
+    from ..render.answer import answer_once
+    from ..render.progress import terminal_progress
 
-    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=sys.stderr.isatty(), force=force)
+    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=terminal_progress(),
+                  force=force)
+    source = LocalModel(loaded, reuse=False)
     if jsonl:
         from .batch import run_batch
 
-        raise typer.Exit(run_batch(loaded, params, system=system, raw=raw, logprobs=logprobs, truncate=truncate,
+        raise typer.Exit(run_batch(source, params, system=system, raw=raw, logprobs=logprobs, truncate=truncate,
                                    input_errors=input_errors))
-    from .answer import LocalModel, answer_once
-
-    finished = answer_once(LocalModel(loaded), text, params, **options)
+    finished = answer_once(source, text, params, **options)
     if finished.reason == "interrupted":
         raise Interrupted("interrupted")
 
@@ -95,17 +98,18 @@ def ask(
 def _answer_remote(spec, text, params, options, *, dtype, quant, device) -> bool:
     """Answer through a live `llmchat serve` for this model and load options; False when there is
     none (or it went away before answering) and the caller should load the model itself."""
+    from ..render.answer import answer_once
     from ..serve.client import ServerGone, find_server
-    from .answer import answer_once
 
-    remote = find_server(spec, dtype=dtype, quant=quant, device=device,
-                         alternatives=options["logprobs"] if options["as_json"] else 0)
+    remote = find_server(spec, dtype=dtype, quant=quant, device=device)
     if remote is None:
         return False
     try:
         finished = answer_once(remote, text, params, **options)
     except ServerGone:
         return False
+    finally:
+        remote.close()
     if finished.reason == "interrupted":
         raise Interrupted("interrupted")
     return True

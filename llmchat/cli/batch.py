@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
+from ..engine.codec import dumps
+from ..engine.source import ModelSource
 from ..errors import EXIT_RUNTIME, LlmchatError
-from ..render.json_out import dumps
-from .answer import AnswerWriter, _Null, prepare, run_answer
+from ..render.answer import stream_answer
 from .inputs import decode_bytes
 
 LINE_KEYS = {"prompt": str, "system": str, "temperature": (int, float), "top_p": (int, float), "top_k": int,
@@ -45,7 +46,9 @@ def parse_line(line: str) -> dict:
     return value
 
 
-def run_batch(loaded, params, *, system, raw, logprobs, truncate, input_errors) -> int:
+def run_batch(source: ModelSource, params, *, system, raw, logprobs, truncate, input_errors) -> int:
+    """Answer each stdin line with `source` (a LocalModel without prefix reuse: every line starts
+    fresh, so a line's answer does not depend on the lines before it)."""
     failed = False
     for number, data in enumerate(sys.stdin.buffer, start=1):
         try:
@@ -57,11 +60,10 @@ def run_batch(loaded, params, *, system, raw, logprobs, truncate, input_errors) 
                 temperature=item.get("temperature"), top_p=item.get("top_p"), top_k=item.get("top_k"),
                 min_p=item.get("min_p"), repetition_penalty=item.get("repetition_penalty"), seed=item.get("seed"),
                 max_new_tokens=item.get("max_tokens"), stop=tuple(item["stop"]) if "stop" in item else None)
-            prompt = prepare(loaded, item["prompt"], line_params, system=item.get("system", system),
-                             raw=item.get("raw", raw), truncate=truncate)
-            writer = AnswerWriter(_Null(), None, family=loaded.family, starts_thinking=prompt.starts_thinking)
-            result = run_answer(loaded, prompt, line_params, writer, logprobs)
-            record = {"line": number, **result.record(loaded, line_params, logprobs)}
+            prompt = source.prepare(item["prompt"], system=item.get("system", system), raw=item.get("raw", raw),
+                                    truncate=truncate, max_new_tokens=line_params.max_new_tokens)
+            result = stream_answer(source, prompt, line_params, None, logprobs)
+            record = {"line": number, **result.record(source, line_params, logprobs)}
             if result.finished.reason == "interrupted":
                 print(dumps(record), flush=True)
                 raise KeyboardInterrupt

@@ -38,17 +38,20 @@ def chat(
     force: bool = FORCE_OPTION,
 ) -> None:
     """Talk to a model; see its tokens and probabilities with /view, /inspect and /branch."""
-    from ..repl import VIEWS
+    from ..render.styles import VIEWS
 
     if view not in VIEWS:
         raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
     if think not in ("show", "hide"):
         raise UsageError(f"--think {think!r} must be show or hide", "e.g. --think hide")
     from ..chat import store
+    from ..chat.repl import Repl
     from ..chat.session import Session
-    from ..loading import load
+    from ..engine.source import LocalModel
+    from ..model.load import load
+    from ..paths import state_dir
     from ..render.console import make_console
-    from ..repl import Repl
+    from ..render.progress import terminal_progress
 
     registry = ctx.obj.registry()
     saved = None
@@ -62,13 +65,14 @@ def chat(
     params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
 
-    def load_model(model_spec):
-        return load(model_spec, dtype=dtype, device=device, quant=quant, download=download, progress=True, force=force)
+    def load_model(model_spec) -> LocalModel:
+        return LocalModel(load(model_spec, dtype=dtype, device=device, quant=quant, download=download,
+                               progress=terminal_progress(), force=force))
 
-    session = Session(loaded=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
+    session = Session(source=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
     if saved:
         store.restore(session, saved)
         session.system = system or saved.get("system")
     console = make_console()
-    history = None if no_history else store.state_dir() / "history"
+    history = None if no_history else state_dir() / "history"
     Repl(session, console, registry=registry, load_model=load_model, history=history, autosave=store.last_path()).run()

@@ -23,7 +23,7 @@ class State:
     debug: bool = False
 
     def registry(self):
-        from ..registry import load_registry
+        from ..config.registry import load_registry
 
         return load_registry(self.models_path)
 
@@ -36,7 +36,7 @@ def sampling_params(spec, *, temperature=None, top_p=None, top_k=None, min_p=Non
     reported with -v and in --json)."""
     import secrets
 
-    from ..sampling import SamplingParams
+    from ..engine.sampling import SamplingParams
 
     base = dict(spec.sampling)
     if "max_new_tokens" in base:
@@ -46,9 +46,3 @@ def sampling_params(spec, *, temperature=None, top_p=None, top_k=None, min_p=Non
                                  repetition_penalty=repetition_penalty, max_new_tokens=max_tokens,
                                  seed=seed if seed is not None else secrets.randbits(31),
                                  stop=tuple(stop) if stop else None)
-
-
-def settings_record(params) -> dict:
-    return {"temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k, "min_p": params.min_p,
-            "repetition_penalty": params.repetition_penalty, "seed": params.seed,
-            "max_tokens": params.max_new_tokens, "stop": list(params.stop)}

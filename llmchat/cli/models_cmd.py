@@ -23,7 +23,7 @@ def list_models(
     """List aliases: source, family, size on disk, whether they are usable here."""
     if ctx.invoked_subcommand:
         return
-    from ..loading import availability, size_on_disk
+    from ..model.files import availability, size_on_disk
 
     registry = ctx.obj.registry()
     rows = []
@@ -50,10 +50,11 @@ def show(
     download: bool = DOWNLOAD_OPTION,
 ) -> None:
     """Architecture, size, context, tokenizer and template details of one model."""
-    from ..modelinfo import describe
+    from ..model.describe import describe
+    from ..render.progress import terminal_progress
 
     spec = ctx.obj.registry().get(alias)
-    info = describe(spec, download)
+    info = describe(spec, download, progress=terminal_progress())
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=True))
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Optional
 
 import typer
@@ -38,25 +37,26 @@ def next_token(
         raise UsageError(f"--input-errors {input_errors!r} must be strict or replace", "use --input-errors replace")
     spec = ctx.obj.registry().get(model)
     text = gather_prompt(prompt, [], input_errors)
-    from .. import prompting
-    from ..engine import next_distribution
-    from ..loading import load
+    from ..engine.source import LocalModel
+    from ..model.load import load
+    from ..prompt.build import build
+    from ..render.progress import terminal_progress
 
-    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=sys.stderr.isatty(), force=force)
-    built = prompting.build(loaded, text, system=system, raw=not chat)
-    ids = list(built.ids)
+    source = LocalModel(load(spec, dtype=dtype, device=device, quant=quant, download=download,
+                             progress=terminal_progress(), force=force), reuse=False)
+    ids = list(build(source, text, system=system, raw=not chat).ids)
     if after:
-        ids += loaded.tokenizer.encode(after, add_special_tokens=False)
-    dist = next_distribution(loaded, ids, top)
+        ids += source.tokenizer.encode(after, add_special_tokens=False)
+    dist = source.next_distribution(ids, top)
     rows = []
     cumulative = 0.0
     for rank, alt in enumerate(dist.top, start=1):
         cumulative += alt.prob
         rows.append({"rank": rank, "id": alt.id, "piece": alt.piece,
-                     "text": loaded.tokenizer.decode([alt.id], skip_special_tokens=False),
+                     "text": source.tokenizer.decode([alt.id], skip_special_tokens=False),
                      "prob": alt.prob, "logprob": math.log(alt.prob) if alt.prob > 0 else None, "cumulative": cumulative})
     if as_json:
-        from ..render.json_out import dumps
+        from ..engine.codec import dumps
 
         print(dumps({"model": spec.alias, "prompt": text, "after": after, "chat": chat, "prompt_tokens": len(ids),
                      "entropy_nats": dist.entropy, "entropy_bits": dist.entropy / math.log(2), "top": rows}, indent=2))

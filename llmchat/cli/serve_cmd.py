@@ -52,10 +52,11 @@ def serve(
     if stop:
         _stop(spec.alias, path)
         return
+    from ..render.progress import terminal_progress
     from ..serve.server import serve as run_server
 
     raise typer.Exit(run_server(spec, path=path, dtype=dtype, quant=quant, device=device, idle_timeout=idle_timeout,
-                                download=download, force=force))
+                                download=download, force=force, progress=terminal_progress()))
 
 
 def _socket(spec, given: str | None, *, dtype, quant, device, create: bool) -> Path:
@@ -91,7 +92,8 @@ def _stop(alias: str, path: Path) -> None:
 def _status() -> None:
     """One line per socket on stdout: state, model, pid, requests served, path."""
     from ..serve.client import request
-    from ..serve.paths import LIVE, live_sockets, probe, runtime_dir
+    from ..paths import runtime_dir
+    from ..serve.paths import LIVE, live_sockets, probe
 
     sockets = live_sockets(runtime_dir())
     if not sockets:

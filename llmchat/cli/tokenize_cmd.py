@@ -7,7 +7,6 @@ for a GGUF model the tokenizer is extracted into the cache once, later runs read
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,9 +14,7 @@ from typing import Optional
 import typer
 
 from . import app
-from ..errors import ModelNotFound, UsageError
-
-_ID_SEPARATORS = re.compile(r"[\s,]+")
+from ..errors import UsageError
 
 
 @app.command("tokenize")
@@ -54,6 +51,10 @@ def tokenize(
     With --chat the whole rendered prompt is tokenized as transformers does it: control tokens
     are special wherever they appear.
     """
+    from ..model.files import tokenizer_folder
+    from ..render.progress import terminal_progress
+    from ..tokenizer.analysis import parse_ids, tokenize as tokenize_one
+
     flags = (("--ids", ids), ("--table", table), ("--json", as_json), ("--count", count))
     outputs = [name for name, on in flags if on]
     _check_combination(outputs, text, model, file, decode, chat, system, messages, compare, special)
@@ -61,8 +62,9 @@ def tokenize(
     specs = [registry.get(name) for name in _model_names(compare)] if compare else [registry.get(model)]
     source = None if messages else _read_input(text, file)
     conversation = _conversation(source, system, messages) if chat else None
-    id_list = _parse_ids(source) if decode else None
-    results = [_tokenize(spec, source, conversation, id_list, bool(special)) for spec in specs]
+    id_list = parse_ids(source) if decode else None
+    results = [tokenize_one(spec, tokenizer_folder(spec, progress=terminal_progress(), check=False), text=source,
+                            conversation=conversation, ids=id_list, special=bool(special)) for spec in specs]
     # A chat prompt's newlines are part of its format: mark them even without -w.
     whitespace = show_whitespace or ("newlines" if chat else False)
     _print(results, outputs[0] if outputs else None, whitespace, color, compared=compare is not None)
@@ -120,7 +122,7 @@ def _utf8(data: bytes, where: str) -> str:
 
 
 def _conversation(text: str | None, system: str | None, messages: str | None) -> list[dict]:
-    from ..templates import parse_messages
+    from ..tokenizer.templates import parse_messages
 
     if messages:
         path = Path(messages).expanduser()
@@ -137,94 +139,10 @@ def _conversation(text: str | None, system: str | None, messages: str | None) ->
     return turns + [{"role": "user", "content": text or ""}]
 
 
-def _parse_ids(text: str) -> list[int]:
-    """'1 2 3', '1,2,3' or '[1, 2, 3]' → [1, 2, 3]; anything else names the bad item."""
-    body = text.strip()
-    if body.startswith("[") and body.endswith("]"):
-        body = body[1:-1]
-    result = []
-    for item in _ID_SEPARATORS.split(body.strip()):
-        if not item:
-            continue
-        if not item.isdigit() or not item.isascii():
-            raise UsageError(f"--decode: {item!r} is not a token id", 'give non-negative integers, e.g. "1 2 3"')
-        result.append(int(item))
-    return result
 
 
-def _tokenize(spec, text, conversation, id_list, special: bool):
-    from ..tokens import Tokenized, open_tokenizer
-
-    folder = _tokenizer_folder(spec)
-    tokenizer = open_tokenizer(folder, spec.context)
-    if id_list is not None:
-        size = tokenizer.vocab_size
-        for token_id in id_list:
-            if tokenizer.tokenizer.id_to_token(token_id) is None:
-                raise UsageError(f"--decode: token id {token_id} is not in the vocabulary of {spec.alias}",
-                                 f"its ids run from 0 to {size - 1}")
-        decoded, pieces = tokenizer.from_ids(id_list)
-        return Tokenized(spec.alias, decoded, pieces, tokenizer.context_length)
-    if conversation is not None:
-        return _tokenize_chat(spec, folder, tokenizer, conversation)
-    pieces = tokenizer.encode(text, special=special)
-    notes = _lost(tokenizer, text, pieces)
-    controls = [t for t in _special_strings(tokenizer) if t in text]
-    if controls and not special:
-        notes.append(f"{controls[0]} read as plain text (--special to read it as a special token)")
-    return Tokenized(spec.alias, text, pieces, tokenizer.context_length,
-                     bos_added=bool(pieces) and pieces[0].added, notes=notes)
 
 
-def _tokenize_chat(spec, folder, tokenizer, conversation):
-    from ..templates import load_template
-    from ..tokens import Tokenized
-
-    template = load_template(folder, spec)
-    prompt = template.render(conversation, add_generation_prompt=True)
-    start = template.generation_prompt_start(conversation)
-    # As transformers' apply_chat_template: the template writes BOS itself, and every control
-    # token in the rendered prompt is special (also one typed inside a message).
-    pieces = tokenizer.encode(prompt, special=True, add_special_tokens=False)
-    index = next((p.index for p in pieces if p.end > start), None) if start is not None else None
-    notes = [f"template: {template.origin}", *_lost(tokenizer, prompt, pieces)]
-    controls = [t for t in _special_strings(tokenizer) if any(t in m["content"] for m in conversation)]
-    if controls:
-        notes.append(f"a message contains {controls[0]}, tokenized as a special token")
-    return Tokenized(spec.alias, prompt, pieces, tokenizer.context_length, generation_index=index, notes=notes)
-
-
-def _lost(tokenizer, text: str, pieces) -> list[str]:
-    """A note when the tokens do not spell the text: characters the vocabulary cannot encode."""
-    if b"".join(p.data for p in pieces if not p.added) == text.encode("utf-8"):
-        return []
-    lost = tokenizer.unencodable(text)
-    if not lost:
-        return ["the tokens do not spell the text exactly (the tokenizer normalises it)"]
-    shown = ", ".join(f"U+{ord(ch):04X}" for ch in lost[:3]) + (", …" if len(lost) > 3 else "")
-    return [f"no token for {shown}: dropped from the ids"]
-
-
-def _special_strings(tokenizer) -> list[str]:
-    added = tokenizer.tokenizer.get_added_tokens_decoder().values()
-    return sorted((t.content for t in added if t.special), key=len, reverse=True)
-
-
-def _tokenizer_folder(spec) -> Path:
-    """The folder with tokenizer.json. GGUF: `loading.tokenizer_folder` (extracts once, then
-    cached). A folder or repo is read in place: `loading.check_folder` is skipped because it
-    guards weight and code loading, which tokenize never does, and it imports transformers."""
-    from .. import loading
-
-    if spec.source in ("gguf", "package"):
-        return loading.tokenizer_folder(spec, progress=True)
-    folder = loading.model_folder(spec)
-    if not folder.is_dir():
-        raise ModelNotFound(f"{folder} is not a folder", "give a model folder, a .gguf file, an alias or a repo id")
-    if not (folder / "tokenizer.json").is_file():
-        raise ModelNotFound(f"{folder} has no tokenizer.json",
-                            "tokenize reads the fast tokenizer file: point -m at a Hugging Face folder or a .gguf file")
-    return folder
 
 
 def _print(results, output: str | None, show_whitespace: bool | str, color: bool | None, compared: bool) -> None:

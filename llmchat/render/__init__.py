@@ -1,1 +1,1 @@
-"""Terminal rendering. All rich imports live here (and in repl.py)."""
+"""Terminal rendering: every rich import of llmchat lives here and in chat/repl.py (prompt_toolkit)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import time
 
-from ..events import Finished, TokenEvent
+from ..engine.events import TokenEvent
+from ..prompt.thinking import ANSWER
 from ..sanitize import sanitize
-from ..thinking import ANSWER, ThinkSplitter
+from ..tokenizer.pieces import byte_decoder
 from .next_view import visible
-from .styles import boundary_style, legend_segments, prob_style
+from .styles import boundary_style, prob_style, token_style
 
 
 class MarkdownStream:
@@ -130,20 +131,19 @@ class ThinkingPane:
 
 
 class AnswerView:
-    """One answer as it streams, in the session's view."""
+    """One answer as it streams, in the session's view. The session splits the answer into
+    thinking and answer (prompt/thinking.py); each event comes with its pieces and the channel the
+    split is in after it."""
 
-    def __init__(self, console, view: str, family, starts_thinking: bool, think: str):
+    def __init__(self, console, view: str, think: str):
         self.console, self.view = console, view
-        self.splitter = ThinkSplitter(getattr(family, "think_open", None), getattr(family, "think_close", None),
-                                      starts_thinking)
         self.markdown = MarkdownStream(console) if view == "text" else None
         self.thinking = ThinkingPane(console, think == "show")
         self.column_zero = True
 
-    def event(self, event: TokenEvent) -> None:
-        style = boundary_style(event.index) if self.view == "tokens" else prob_style(event.prob) if self.view == "probs" else None
-        pieces = self.splitter.feed(event.text)
-        if self.splitter.channel != ANSWER and not pieces:
+    def event(self, event: TokenEvent, pieces: list[tuple[str, str]], channel: str) -> None:
+        style = token_style(self.view, event)
+        if channel != ANSWER and not pieces:
             self.thinking.count()
         for channel, text in pieces:
             if channel == ANSWER:
@@ -162,8 +162,8 @@ class AnswerView:
         self.console.print(Text(sanitize(text), style=style or ""), end="", soft_wrap=True)
         self.column_zero = text.endswith("\n")
 
-    def close(self) -> None:
-        for channel, text in self.splitter.finish():
+    def close(self, pieces: list[tuple[str, str]]) -> None:
+        for channel, text in pieces:
             if channel == ANSWER:
                 self._answer(text, None)
             else:
@@ -173,25 +173,6 @@ class AnswerView:
             self.markdown.close()
         elif not self.column_zero:
             self.console.print()
-
-
-def stats_text(finished: Finished | None, context: tuple[int, int], interrupted: bool):
-    from rich.text import Text
-
-    if finished is None:
-        return Text("interrupted", style="dim")
-    reason = "interrupted" if interrupted else finished.reason + (f" ({finished.detail})" if finished.detail else "")
-    return Text(sanitize(f"{finished.generated_tokens} tokens · TTFT {finished.ttft:.2f}s · {finished.decode_tps:.1f} tok/s"
-                         f" · stop: {reason} · context {context[0]}/{context[1]}"), style="dim")
-
-
-def legend(console) -> None:
-    from rich.text import Text
-
-    line = Text("token probability: ", style="dim")
-    for label, style in legend_segments():
-        line.append(label, style=style)
-    console.print(line)
 
 
 def inspect_table(console, events: list[TokenEvent]) -> None:
@@ -233,8 +214,6 @@ def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
 
 
 def _piece_text(piece: str) -> str:
-    from ..tokens import byte_decoder
-
     table = byte_decoder()
     if piece and all(ch in table for ch in piece):
         return bytes(table[ch] for ch in piece).decode("utf-8", "backslashreplace")

@@ -1,7 +1,9 @@
-"""Colours for the token views: boundaries (alternating backgrounds) and probabilities (a
-perceptual scale). Pure functions returning rich style strings; no console here."""
+"""The answer views and their colours: boundaries (alternating backgrounds) and probabilities (a
+perceptual scale), as rich style strings, and the one legend of the probs view."""
 
 from __future__ import annotations
+
+VIEWS = ("text", "tokens", "probs")  # how an answer is shown: markdown text, token boundaries, probabilities
 
 # Pastel backgrounds with black text, cycled per token (as tiktokenizer does).
 BOUNDARY_BACKGROUNDS = ("#c6e2ff", "#ffd9b3", "#c9f2c7", "#f3c6f0", "#fff3b0")
@@ -35,3 +37,26 @@ def prob_style(prob: float) -> str:
 def legend_segments() -> list[tuple[str, str]]:
     """(label, style) pairs for the one-line legend of the probs view."""
     return [(f" {label} ", prob_style(low + 0.05 if low < 0.9 else 0.95)) for low, label in PROB_BANDS]
+
+
+def token_style(view: str, event) -> str | None:
+    """The style of one answer token in `view` (None: plain text)."""
+    if view == "tokens":
+        return boundary_style(event.index)
+    if view == "probs":
+        return prob_style(event.prob)
+    return None
+
+
+def legend_text():
+    """One line: what each colour of the probs view means."""
+    from rich.text import Text
+
+    line = Text("token probability: ", style="dim")
+    for label, style in legend_segments():
+        line.append(label, style=style)
+    return line
+
+
+def write_legend(console) -> None:
+    console.print(legend_text())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..sanitize import sanitize
-from ..tokens import Piece, Tokenized
+from ..tokenizer.pieces import Piece, Tokenized
 
 # Background colours that alternate from token to token (dark text on light colours, like tiktokenizer).
 PALETTE = ("black on #a8d8ff", "black on #ffd3a8", "black on #c4f0b0", "black on #f3bde6", "black on #fff0a0")

@@ -1,9 +1,11 @@
-"""The `ask` side of the server: find a live one, stream an answer from it, start one detached.
+"""The client side of the server: find a live one, use it as a ModelSource, start one detached.
 
-`RemoteModel` is a model source like `cli.answer.LocalModel`: `prepare()` sends the request and
-returns the server's Prompt (or raises the server's error as the same LlmchatError class), and
-`generate()` yields the TokenEvents and the Finished rebuilt from the wire, so `answer_once`
-renders them with exactly the code the in-process path uses. Nothing here imports torch.
+`RemoteModel` implements `engine.source.ModelSource` over one connection to `llmchat serve`:
+`render`, `prepare`, `generate` and `next_distribution` run in the server (errors come back as
+the same LlmchatError class), and events are rebuilt from the wire by the engine's codec, so
+`answer_once` renders them with exactly the code the in-process path uses. Its tokenizer (for
+callers that decode locally) is the torch-free lite tokenizer, loaded on first use. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
-from .. import prompting
+from ..engine import codec
+from ..engine.events import Distribution, Finished, TokenEvent
+from ..engine.sampling import SamplingParams
 from ..errors import LlmchatError
-from ..events import Finished
+from ..paths import state_dir
+from ..prompt.build import Prompt
 from . import protocol
 from .paths import LIVE, connect, default_socket, private_dir, probe, remove_stale, server_key
 
@@ -35,8 +41,7 @@ def socket_for(spec, *, dtype: str | None, quant: str | None, device: str | None
     return default_socket(server_key(spec, dtype=dtype, quant=quant, device=device))
 
 
-def find_server(spec, *, dtype: str | None, quant: str | None, device: str | None,
-                alternatives: int) -> "RemoteModel | None":
+def find_server(spec, *, dtype: str | None, quant: str | None, device: str | None) -> "RemoteModel | None":
     """A connection to the live server for this model and these options, or None. A socket left by
     a dead server is removed on the way; a socket directory that is not ours and private is never
     used (someone else's socket could read our prompts), so `ask` quietly loads in-process."""
@@ -51,53 +56,100 @@ def find_server(spec, *, dtype: str | None, quant: str | None, device: str | Non
             return None
     except (LlmchatError, OSError):
         return None
-    return RemoteModel(conn, spec, alternatives)
+    try:
+        return RemoteModel(conn, spec)
+    except ServerGone:
+        return None
 
 
 class RemoteModel:
-    """A model source served by `llmchat serve` over one connection (one request)."""
+    """A ModelSource served by `llmchat serve`, over one connection (`hello`, then calls)."""
 
-    def __init__(self, conn, spec, alternatives: int):
-        self.conn, self.spec, self.alternatives = conn, spec, alternatives
+    def __init__(self, conn, spec):
+        self.conn, self.spec = conn, spec
         self.reader = protocol.LineReader(conn)
-        self.quant = self.backend = self.family = None  # known once the server has answered
-
-    def prepare(self, text: str, params, *, system: str | None, raw: bool, truncate: bool) -> prompting.Prompt:
-        params_record = {name: getattr(params, name) for name in
-                         ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "max_new_tokens")}
-        params_record["stop"] = list(params.stop)
-        request = {"version": protocol.VERSION, "op": "ask", "prompt": text, "system": system, "raw": raw,
-                   "truncate": truncate, "logprobs": self.alternatives, "params": params_record}
+        self._tokenizer = None
+        # No timeout while waiting: the server may be busy with another client or still loading.
+        model = self._call({"op": "hello"}, "model")
         try:
-            # No timeout while waiting: the server may be busy with another client or still loading.
-            self.conn.settimeout(None)
-            self.conn.sendall(protocol.dumps(request))
-            head = self.reader.read()
-        except (OSError, protocol.ProtocolError):
-            head = None
-        if head is None:
-            self.conn.close()
-            raise ServerGone()
-        if "error" in head:
-            self.conn.close()
-            raise protocol.rebuild_error(head["error"])
-        try:
-            model, info = head["model"], head["prompt"]
-            self.quant, self.backend = model["quant"], model["backend"]
-            self.family = protocol.family(model["family"])
-            return prompting.Prompt(ids=list(info["ids"]), templated=bool(info["templated"]),
-                                    starts_thinking=bool(info["starts_thinking"]),
-                                    dropped_tokens=int(info["dropped_tokens"]))
+            self.weights, self.backend = str(model["weights"]), str(model["backend"])
+            self.context_length = int(model["context_length"])
+            self.family = codec.family_from_dict(model["family"])
         except (KeyError, TypeError, ValueError):
-            self.conn.close()
+            self.close()
             raise ServerGone() from None
 
-    def generate(self, prompt: prompting.Prompt, params, *, alternatives: int, should_stop):
-        if alternatives != self.alternatives:  # the request (sent by prepare) asked for self.alternatives
-            raise ValueError(f"RemoteModel was asked for {self.alternatives} alternatives, not {alternatives}")
-        return self._events(prompt, should_stop)
+    # ------------------------------------------------------------------ ModelSource
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from ..model.files import tokenizer_folder
+            from ..tokenizer.lite import LiteTokenizer
 
-    def _events(self, prompt: prompting.Prompt, should_stop):
+            self._tokenizer = LiteTokenizer(tokenizer_folder(self.spec, check=False), self.spec)
+        return self._tokenizer
+
+    def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
+        ids = self._call({"op": "render", "messages": messages, "add_generation_prompt": add_generation_prompt}, "ids")
+        return [int(i) for i in ids]
+
+    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int) -> Prompt:
+        info = self._call({"op": "prepare", "prompt": text, "system": system, "raw": raw, "truncate": truncate,
+                           "max_tokens": max_new_tokens}, "prompt")
+        try:
+            return Prompt(ids=[int(i) for i in info["ids"]], templated=bool(info["templated"]),
+                          starts_thinking=bool(info["starts_thinking"]), dropped_tokens=int(info["dropped_tokens"]))
+        except (KeyError, TypeError, ValueError):
+            self.close()
+            raise ServerGone() from None
+
+    def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
+        data = self._call({"op": "next", "ids": list(ids), "k": k}, "distribution")
+        try:
+            return codec.distribution_from_dict(data)
+        except (KeyError, TypeError, ValueError):
+            raise _gone_mid_answer("it sent a damaged distribution") from None
+
+    def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
+        self._send({"op": "generate", "ids": list(ids), "params": params.to_dict(), "logprobs": alternatives,
+                    "stop": list(stop)})
+        return self._events(len(ids), should_stop or (lambda: False))
+
+    def forget(self) -> None:
+        """The server's PromptCache keeps only what the next request shares: nothing to drop here."""
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ wire
+    def _send(self, record: dict) -> None:
+        try:
+            self.conn.settimeout(None)
+            self.conn.sendall(protocol.dumps({"version": protocol.VERSION, **record}))
+        except OSError:
+            self.close()
+            raise ServerGone() from None
+
+    def _call(self, record: dict, key: str):
+        """Send one request and read its one reply: the server's error raised as its own class, a
+        hang-up before any reply as ServerGone (nothing was shown yet: answer in-process)."""
+        self._send(record)
+        try:
+            reply = self.reader.read()
+        except (OSError, protocol.ProtocolError):
+            reply = None
+        if reply is None:
+            self.close()
+            raise ServerGone()
+        if "error" in reply:
+            raise protocol.rebuild_error(reply["error"])
+        if key not in reply:
+            self.close()
+            raise ServerGone()
+        return reply[key]
+
+    def _events(self, prompt_tokens: int, should_stop: Callable[[], bool]):
         """Events off the wire. Ctrl-C (should_stop) closes the connection — the server's next send
         fails, which stops its generation — and ends the answer as "interrupted"."""
         started, generated, first_at = time.perf_counter(), 0, None
@@ -115,24 +167,33 @@ class RemoteModel:
                 except _Stopped:
                     break
                 except (OSError, protocol.ProtocolError) as exc:
+                    self.close()
                     raise _gone_mid_answer(str(exc)) from None
                 if record is None:
+                    self.close()
                     raise _gone_mid_answer("it closed the connection")
-                if "token" in record:
-                    generated += 1
-                    first_at = first_at or time.perf_counter()
-                    yield protocol.token_event(record["token"])
-                elif "finished" in record:
-                    yield protocol.finished_event(record["finished"])
-                    return
-                elif "error" in record:
-                    raise protocol.rebuild_error(record["error"])
-                else:
-                    raise _gone_mid_answer(f"unexpected record {sorted(record)}")
-        finally:
-            self.conn.close()
+                try:
+                    if "token" in record:
+                        event = codec.token_from_dict(record["token"])
+                    elif "finished" in record:
+                        yield codec.finished_from_dict(record["finished"])
+                        return
+                    elif "error" in record:
+                        raise protocol.rebuild_error(record["error"])
+                    else:
+                        raise KeyError(sorted(record))
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    self.close()
+                    raise _gone_mid_answer(f"unexpected record {exc}") from None
+                generated += 1
+                first_at = first_at or time.perf_counter()
+                yield event
+        except GeneratorExit:  # the caller stopped reading mid-answer: the server must stop too
+            self.close()
+            raise
+        self.close()  # interrupted: the only way to stop the server's generation is to hang up
         now = time.perf_counter()
-        yield Finished(reason="interrupted", prompt_tokens=len(prompt.ids), generated_tokens=generated,
+        yield Finished(reason="interrupted", prompt_tokens=prompt_tokens, generated_tokens=generated,
                        reused_tokens=0, ttft=(first_at or now) - started, prefill_tps=0.0, decode_tps=0.0,
                        total_seconds=now - started)
 
@@ -159,7 +220,7 @@ def spawn_server(models_path: str | None, model: str | None, *, dtype: str | Non
         if value is not None:
             args += [flag, value]
     args += ["--idle-timeout", "600"]
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "llmchat"
+    state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     with open(state / "serve.log", "ab") as log:
         subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,

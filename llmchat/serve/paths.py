@@ -19,6 +19,7 @@ import stat
 from pathlib import Path
 
 from ..errors import LlmchatError, UsageError
+from ..paths import runtime_dir
 
 LIVE, STALE, ABSENT = "live", "stale", "absent"
 CONNECT_SECONDS = 5.0
@@ -41,11 +42,6 @@ def server_key(spec, *, dtype: str | None, quant: str | None, device: str | None
         "allow_pickle": spec.allow_pickle, "max_memory": dict(spec.max_memory),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def runtime_dir() -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(base) / "llmchat" if base else Path(f"/tmp/llmchat-{os.getuid()}")
 
 
 def default_socket(key: str) -> Path:

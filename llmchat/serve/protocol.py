@@ -1,22 +1,21 @@
-"""The wire format (see the package docstring): events and errors to JSON lines and back.
+"""The wire format (see the package docstring): records to JSON lines and back.
 
-JSON is written ASCII-only (`ensure_ascii`), so any str the engine makes — lone surrogates from
-a broken token included — survives the trip unchanged; token bytes travel as base64.
+Events travel in the engine's one dict form (`engine.codec`: the same records as `ask --json` and
+saved conversations, token bytes in hex), written ASCII-only, so any str the engine makes — lone
+surrogates from a broken token included — survives the trip unchanged.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import json
 import socket
 import time
 
 from .. import errors
-from ..events import Alternative, Finished, TokenEvent
-from ..families import Family
+from ..engine import codec
+from ..engine.events import Distribution, Finished, TokenEvent
 
-VERSION = 1
+VERSION = 2
 MAX_LINE = 512 * 1024 * 1024  # a 64 MiB prompt, JSON-escaped, fits with room to spare
 
 
@@ -25,17 +24,19 @@ class ProtocolError(Exception):
 
 
 def dumps(record: dict) -> bytes:
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    return codec.dumps(record, compact=True).encode("ascii") + b"\n"
 
 
 def token_line(event: TokenEvent) -> bytes:
-    data = dataclasses.asdict(event)
-    data["bytes"] = base64.b64encode(event.bytes).decode("ascii")
-    return dumps({"token": data})
+    return dumps({"token": codec.token_to_dict(event)})
 
 
 def finished_line(finished: Finished) -> bytes:
-    return dumps({"finished": dataclasses.asdict(finished)})
+    return dumps({"finished": codec.finished_to_dict(finished)})
+
+
+def distribution_line(dist: Distribution) -> bytes:
+    return dumps({"distribution": codec.distribution_to_dict(dist)})
 
 
 def error_line(exc: BaseException) -> bytes:
@@ -46,21 +47,6 @@ def error_line(exc: BaseException) -> bytes:
                 "message": f"internal error in the server: {type(exc).__name__}: {exc}",
                 "hint": "see the server's stderr, or run again with --no-server"}
     return dumps({"error": info})
-
-
-def token_event(data: dict) -> TokenEvent:
-    data = dict(data)
-    data["bytes"] = base64.b64decode(data["bytes"])
-    data["alternatives"] = tuple(Alternative(**alt) for alt in data.get("alternatives", ()))
-    return TokenEvent(**data)
-
-
-def finished_event(data: dict) -> Finished:
-    return Finished(**data)
-
-
-def family(data: dict) -> Family:
-    return Family(data["name"], data.get("think_open"), data.get("think_close"), tuple(data.get("end_of_turn", ())))
 
 
 def _error_classes() -> dict[str, type]:

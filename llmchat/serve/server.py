@@ -1,6 +1,9 @@
-"""`llmchat serve`: load a model once and answer `ask` requests over a Unix socket, one at a time.
+"""`llmchat serve`: load a model once and answer requests over a Unix socket, one client at a time.
 
-One connection carries one request. The server is single-threaded on purpose: the model and its
+The server holds one `engine.source.LocalModel` and answers the wire protocol (see the package
+docstring) with it: a one-shot request (`ask`, `ping`, `stop`) is answered and the connection
+closed; after `hello` the connection carries ModelSource calls (render, prepare, generate, next)
+until the client hangs up. The server is single-threaded on purpose: the model and its
 PromptCache are not shareable between concurrent generations, and a second client simply waits in
 the listen backlog until the first is done. The PromptCache lives as long as the server, so a
 request that repeats a prefix (the same system prompt) skips recomputing it.
@@ -9,7 +12,6 @@ request that repeats a prefix (the same system prompt) skips recomputing it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -17,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..engine import codec
+from ..engine.events import Finished
+from ..engine.sampling import SamplingParams
+from ..engine.source import LocalModel, ModelSource
 from ..errors import Interrupted, LlmchatError, UsageError
-from ..events import Finished
-from ..interrupt import StopFlag
+from ..model.progress import SILENT, Progress
+from ..signals import StopFlag
 from . import protocol
 from .paths import LIVE, STALE, probe, socket_lock
 
@@ -87,14 +93,13 @@ def claim_socket(path: Path, alias: str) -> Listener:
 
 
 class Server:
-    """The accept loop around one LocalModel with a PromptCache that outlives requests."""
+    """The accept loop around one ModelSource (a LocalModel whose PromptCache outlives requests)."""
 
-    def __init__(self, loaded, listener: "Listener"):
-        from ..cli.answer import LocalModel
-        from ..engine import PromptCache
+    ONE_SHOT = ("ask", "ping", "stop")
+    CALLS = ("render", "prepare", "generate", "next")
 
-        self.loaded, self.listener, self.sock = loaded, listener, listener.sock
-        self.source = LocalModel(loaded, cache=PromptCache())
+    def __init__(self, source: ModelSource, listener: "Listener"):
+        self.source, self.listener, self.sock = source, listener, listener.sock
         self.requests = 0
 
     def run(self, idle_timeout: float) -> str:
@@ -111,64 +116,112 @@ class Server:
                     return "stop request"
 
     def handle(self, conn: socket.socket) -> str | None:
-        conn.settimeout(REQUEST_SECONDS)
-        try:
-            request = protocol.LineReader(conn).read(deadline=time.monotonic() + REQUEST_SECONDS)
-        except (protocol.ProtocolError, OSError):
-            return None
-        if request is None:  # a liveness probe: connected and hung up
-            return None
-        conn.settimeout(SEND_SECONDS)
-        op = request.get("op")
-        if request.get("version") != protocol.VERSION:
-            _send(conn, protocol.error_line(UsageError(
-                f"protocol version {request.get('version')!r} is not {protocol.VERSION}",
-                f"restart the server: llmchat serve --stop -m {self.loaded.spec.alias}")))
-        elif op == "ping":
-            _send(conn, protocol.dumps({"pong": {"model": self.loaded.spec.alias, "pid": os.getpid(),
-                                                 "location": self.loaded.spec.location, "requests": self.requests}}))
-        elif op == "stop":
-            self.listener.close()  # before replying, so that `serve --stop` returns with the socket gone
-            _send(conn, protocol.dumps({"stopping": True}))
-            return "stop"
-        elif op == "ask":
-            self.requests += 1
-            self.answer(conn, request)
-        else:
-            _send(conn, protocol.error_line(UsageError(f"unknown op {op!r}", "use ask, ping or stop")))
-        return None
+        """One connection: a one-shot request, or `hello` and then calls until the client hangs up
+        (or says nothing for REQUEST_SECONDS)."""
+        reader, session = protocol.LineReader(conn), False
+        while True:
+            conn.settimeout(REQUEST_SECONDS)
+            try:
+                request = reader.read(deadline=time.monotonic() + REQUEST_SECONDS)
+            except (protocol.ProtocolError, OSError):
+                return None
+            if request is None:  # hung up (a liveness probe connects and hangs up at once)
+                return None
+            conn.settimeout(SEND_SECONDS)
+            op = request.get("op")
+            if request.get("version") != protocol.VERSION:
+                _send(conn, protocol.error_line(UsageError(
+                    f"protocol version {request.get('version')!r} is not {protocol.VERSION}",
+                    f"restart the server: llmchat serve --stop -m {self.source.spec.alias}")))
+                return None
+            if op == "stop":
+                self.listener.close()  # before replying, so that `serve --stop` returns with the socket gone
+                _send(conn, protocol.dumps({"stopping": True}))
+                return "stop"
+            if op == "ping":
+                _send(conn, protocol.dumps({"pong": {"model": self.source.spec.alias, "pid": os.getpid(),
+                                                     "location": self.source.spec.location, "requests": self.requests}}))
+                return None
+            if op == "ask":
+                self.requests += 1
+                self.answer(conn, request)
+                return None
+            if op == "hello":
+                session = True
+                if not _send(conn, protocol.dumps({"model": self._model_record()})):
+                    return None
+            elif op in self.CALLS and session:
+                if op == "generate":
+                    self.requests += 1
+                if not self.call(conn, op, request):
+                    return None
+            else:
+                _send(conn, protocol.error_line(UsageError(
+                    f"unknown op {op!r}" if op not in self.CALLS else f"op {op!r} needs a hello first",
+                    "use ask, ping or stop, or hello then render, prepare, generate or next")))
+                return None
 
-    def answer(self, conn: socket.socket, request: dict) -> None:
-        """Prepare the prompt, then stream its events. A failed send means the client left
-        (Ctrl-C, `| head`): it sets the engine's stop flag, which ends the generation after the
-        current token and leaves the PromptCache consistent."""
+    def _model_record(self) -> dict:
+        source = self.source
+        return {"alias": source.spec.alias, "weights": source.weights, "backend": source.backend,
+                "context_length": source.context_length, "family": codec.family_to_dict(source.family)}
+
+    def call(self, conn: socket.socket, op: str, request: dict) -> bool:
+        """One ModelSource call after hello; False when the client went away."""
+        source = self.source
+        try:
+            if op == "render":
+                return _send(conn, protocol.dumps({"ids": source.render(
+                    _messages(request.get("messages")), add_generation_prompt=bool(request.get("add_generation_prompt", True)))}))
+            if op == "prepare":
+                prompt = source.prepare(_text(request.get("prompt")), system=request.get("system"),
+                                        raw=bool(request.get("raw")), truncate=bool(request.get("truncate")),
+                                        max_new_tokens=_count(request.get("max_tokens"), "max_tokens"))
+                return _send(conn, protocol.dumps({"prompt": _prompt_record(prompt)}))
+            if op == "next":
+                dist = source.next_distribution(_ids(request.get("ids")), _count(request.get("k", 10), "k"))
+                return _send(conn, protocol.distribution_line(dist))
+            params = SamplingParams.from_dict(request.get("params"))
+            return self.stream(conn, _ids(request.get("ids")), params, int(request.get("logprobs") or 0),
+                               tuple(request.get("stop") or ()))
+        except LlmchatError as exc:
+            return _send(conn, protocol.error_line(exc))
+        except Exception as exc:  # a bug: keep serving; the client reports it in one line
+            print(f"llmchat: serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return _send(conn, protocol.error_line(exc))
+
+    def stream(self, conn: socket.socket, ids: list[int], params: SamplingParams, alternatives: int,
+               stop_strings: tuple = ()) -> bool:
+        """The events of one generation. A failed send means the client left (Ctrl-C, `| head`):
+        it sets the engine's stop flag, which ends the generation after the current token and
+        leaves the PromptCache consistent."""
         stop = StopFlag()
 
         def send(line: bytes) -> None:
             if not stop.requested and not _send(conn, line):
                 stop.requested = True
 
+        for item in self.source.generate(ids, params, alternatives=alternatives, stop=stop_strings, should_stop=stop):
+            if isinstance(item, Finished):
+                send(protocol.finished_line(item))
+                break
+            send(protocol.token_line(item))
+        return not stop.requested
+
+    def answer(self, conn: socket.socket, request: dict) -> None:
+        """`ask` in one request: prepare the prompt, then stream its events."""
         try:
-            params = _params(request.get("params"))
-            alternatives = int(request.get("logprobs") or 0)
-            prompt = self.source.prepare(_text(request.get("prompt")), params, system=request.get("system"),
-                                         raw=bool(request.get("raw")), truncate=bool(request.get("truncate")))
-            family = dataclasses.asdict(self.loaded.family)
-            send(protocol.dumps({
-                "prompt": {"ids": prompt.ids, "templated": prompt.templated, "starts_thinking": prompt.starts_thinking,
-                           "dropped_tokens": prompt.dropped_tokens},
-                "model": {"alias": self.loaded.spec.alias, "quant": self.loaded.quant, "backend": self.loaded.backend,
-                          "family": family}}))
-            for item in self.source.generate(prompt, params, alternatives=alternatives, should_stop=stop):
-                if isinstance(item, Finished):
-                    send(protocol.finished_line(item))
-                    break
-                send(protocol.token_line(item))
+            params = SamplingParams.from_dict(request.get("params"))
+            prompt = self.source.prepare(_text(request.get("prompt")), system=request.get("system"),
+                                         raw=bool(request.get("raw")), truncate=bool(request.get("truncate")),
+                                         max_new_tokens=params.max_new_tokens)
+            if _send(conn, protocol.dumps({"prompt": _prompt_record(prompt), "model": self._model_record()})):
+                self.stream(conn, prompt.ids, params, int(request.get("logprobs") or 0))
         except LlmchatError as exc:
-            send(protocol.error_line(exc))
+            _send(conn, protocol.error_line(exc))
         except Exception as exc:  # a bug: keep serving; the client reports it in one line
             print(f"llmchat: serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            send(protocol.error_line(exc))
+            _send(conn, protocol.error_line(exc))
 
 
 def _send(conn: socket.socket, line: bytes) -> bool:
@@ -179,24 +232,34 @@ def _send(conn: socket.socket, line: bytes) -> bool:
         return False
 
 
+def _prompt_record(prompt) -> dict:
+    return {"ids": prompt.ids, "templated": prompt.templated, "starts_thinking": prompt.starts_thinking,
+            "dropped_tokens": prompt.dropped_tokens}
+
+
 def _text(value) -> str:
     if not isinstance(value, str):
         raise UsageError("the request has no prompt text", "send {\"prompt\": \"...\"}")
     return value
 
 
-def _params(value):
-    """SamplingParams from the request (validated by SamplingParams itself: same message, same
-    exit code as the in-process path)."""
-    from ..sampling import SamplingParams
+def _ids(value) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise UsageError("the request's ids must be a list of token ids", "send {\"ids\": [1, 2, 3]}")
+    return value
 
-    names = {f.name for f in dataclasses.fields(SamplingParams)}
-    if not isinstance(value, dict) or set(value) - names:
-        raise UsageError(f"bad sampling params in the request: {value!r}", f"allowed keys: {', '.join(sorted(names))}")
-    value = dict(value)
-    if "stop" in value:
-        value["stop"] = tuple(value["stop"])
-    return SamplingParams(**value)
+
+def _count(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"the request's {name} must be a positive integer, not {value!r}", f"e.g. {{\"{name}\": 8}}")
+    return value
+
+
+def _messages(value) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                              and isinstance(m.get("content"), str) for m in value):
+        raise UsageError("the request's messages must be a list of {role, content}", "see the chat template's roles")
+    return value
 
 
 @contextlib.contextmanager
@@ -218,18 +281,19 @@ def _shutdown_signals():
 
 
 def serve(spec, *, path: Path, dtype: str | None, quant: str | None, device: str | None, idle_timeout: float,
-          download: bool = False, force: bool = False) -> int:
+          download: bool = False, force: bool = False, progress: Progress = SILENT) -> int:
     """Claim the socket first (a second `serve` for the model fails fast, and an `ask` arriving
-    during the load waits for it instead of loading a second copy), then load, then serve."""
+    during the load waits for it instead of loading a second copy), then load (reporting to
+    `progress`), then serve."""
     listener = claim_socket(path, spec.alias)
     try:
         with _shutdown_signals():
             try:
-                from ..loading import load
+                from ..model.load import load
 
                 loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download,
-                              progress=sys.stderr.isatty(), force=force)
-                server = Server(loaded, listener)
+                              progress=progress, force=force)
+                server = Server(LocalModel(loaded), listener)
                 print(f"llmchat: serving {spec.alias} on {path}", file=sys.stderr, flush=True)
                 why = server.run(idle_timeout)
             except _Shutdown as exc:

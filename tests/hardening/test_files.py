@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmchat.errors import ModelRejected
-from llmchat.gguf_check import check_gguf
-from llmchat.loading import load
-from llmchat.registry import ModelSpec
+from llmchat.model.gguf.check import check_gguf
+from llmchat.model.load import load
+from llmchat.config.registry import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def _broken(tmp_path, tiny, how: str):
 def test_broken_safetensors_are_rejected_naming_the_file(tmp_path, tiny, how, fragment):
     folder = _broken(tmp_path, tiny, how)
     with pytest.raises(ModelRejected, match=fragment) as info:
-        load(ModelSpec(alias="x", source="path", location=str(folder)), progress=False)
+        load(ModelSpec(alias="x", source="path", location=str(folder)))
     assert str(folder / "model.safetensors") in info.value.message
 
 

@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 
-from llmchat import memory, templates
+from llmchat.model import memory
+from llmchat.tokenizer import templates
 from llmchat.errors import ModelRejected, OutOfMemory
-from llmchat.loading import load
-from llmchat.registry import ModelSpec
+from llmchat.model.load import load
+from llmchat.config.registry import ModelSpec
 
 ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
 RAISES = "{{ raise_exception('no system messages, please') }}"
@@ -28,11 +29,11 @@ def model_with_template(tmp_path, tiny, name: str, template: str):
 @pytest.mark.parametrize("template, fragment", [(ESCAPE, "chat template rejected"), (RAISES, "no system messages"),
                                                 (LOOPS, "more than 0.5 s")])
 def test_hostile_templates_are_rejected(tmp_path, tiny, monkeypatch, template, fragment):
-    from llmchat import prompting
+    from llmchat.prompt import build as prompting
 
     monkeypatch.setattr(templates, "TEMPLATE_SECONDS", 0.5)
     spec = model_with_template(tmp_path, tiny, "evil", template)
-    model = load(spec, dtype="float32", progress=False)
+    model = load(spec, dtype="float32")
     with pytest.raises(ModelRejected, match=fragment):
         prompting.build(model, "hi")
     chat = templates.load_template(spec.location, spec)  # the torch-free path of `tokenize --chat`
@@ -42,11 +43,12 @@ def test_hostile_templates_are_rejected(tmp_path, tiny, monkeypatch, template, f
 
 def test_a_rejected_template_in_chat_keeps_the_session(tmp_path, tiny):
     from llmchat.chat.session import Session
-    from llmchat.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+    from llmchat.engine.sampling import SamplingParams
     from test_chat import run_repl
 
-    model = load(model_with_template(tmp_path, tiny, "raises", RAISES), dtype="float32", progress=False)
-    session = Session(loaded=model, params=SamplingParams(temperature=0, max_new_tokens=4))
+    model = load(model_with_template(tmp_path, tiny, "raises", RAISES), dtype="float32")
+    session = Session(source=LocalModel(model), params=SamplingParams(temperature=0, max_new_tokens=4))
     text = run_repl(session, ["hello", "/stats", "/exit"], tmp_path)
     assert "chat template rejected" in text and "no system messages" in text
     assert session.exchanges == []
@@ -66,14 +68,14 @@ def test_memory_estimate_refuses_with_numbers_and_force_overrides(tiny, monkeypa
     spec = ModelSpec(alias="tiny", source="path", location=str(tiny["llama"]))
     monkeypatch.setattr(memory, "free_bytes", lambda device: 1000)  # a device with 1000 bytes free
     with pytest.raises(OutOfMemory) as info:
-        load(spec, dtype="float32", progress=False)
+        load(spec, dtype="float32")
     assert "needs about" in info.value.message and "GiB free" in info.value.message and info.value.exit_code == 6
     assert "--force" in info.value.hint
-    assert load(spec, dtype="float32", progress=False, force=True).model is not None
+    assert load(spec, dtype="float32", force=True).model is not None
 
 
 def test_history_skips_entries_that_are_not_utf8(tmp_path, session_dir):
-    from llmchat.repl import _history
+    from llmchat.chat.repl import _history
 
     path = tmp_path / "history"
     path.write_bytes(b"\n# t\n+good one\n\n# t\n+bad \xff\xfe entry\n\n# t\n+multi\n+line\n")

@@ -1,0 +1,189 @@
+"""The decode loop: prefill, KV cache reused across calls, sampling, stop rules, timing.
+
+`generate()` yields one `TokenEvent` per generated token, then one `Finished`. It never prints.
+The caller may stop iterating at any time (generator close, Ctrl-C): the `PromptCache` always
+describes exactly the tokens whose keys and values it holds, so the next call stays correct.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+import torch
+
+from ..errors import ContextOverflow, OutOfMemory, UsageError
+from ..prefixes import common_prefix
+from ..tokenizer.detokenize import IncrementalDetokenizer
+from ..tokenizer.pieces import token_bytes
+from .events import Alternative, Distribution, Finished, TokenEvent
+from .sampling import SamplingParams, apply_repetition_penalty, make_generator, make_sampler
+from .stops import StopReleaser
+
+if TYPE_CHECKING:
+    from ..model.load import LoadedModel
+
+
+@dataclass
+class PromptCache:
+    """The KV cache of the previous call and the token ids it holds (prefix reuse across turns).
+
+    Invariant: `kv` holds keys/values for exactly `tokens` (in order), or is None when empty.
+    """
+
+    kv: Any = None
+    tokens: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.kv, self.tokens = None, []
+
+    def reuse(self, input_ids: list[int]) -> int:
+        """Cut the cache back to its longest common prefix with `input_ids` (leaving at least the
+        last prompt token to compute, whose logits we need); returns the reused length."""
+        common = min(common_prefix(self.tokens, input_ids), len(input_ids) - 1)
+        if common == 0:
+            self.reset()
+        elif common < len(self.tokens):
+            self.kv.crop(common - len(self.tokens))
+            del self.tokens[common:]
+        return common
+
+
+def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingParams, *, alternatives: int = 5,
+             stop: Iterable[str] = (), cache: PromptCache | None = None,
+             generator: torch.Generator | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
+    """Stream the answer to `input_ids` (already templated) token by token.
+
+    Stops on any of `loaded.eos_ids` (reason "eos"), a stop string from `params.stop` or `stop`
+    ("stop"; the stop string itself is not emitted, even when it spans tokens), max_new_tokens or
+    the context window ("length"), or `should_stop()` turning true / Ctrl-C inside the loop
+    ("interrupted"); `should_stop` is checked after every token.
+    """
+    input_ids = list(input_ids)
+    if not input_ids:
+        raise UsageError("the prompt is empty", "give some text")
+    if len(input_ids) >= loaded.context_length:
+        raise ContextOverflow(f"the prompt is {len(input_ids)} tokens; the context is {loaded.context_length}",
+                              "shorten the prompt")
+    cache = cache if cache is not None else PromptCache()
+    stops = tuple(dict.fromkeys((*params.stop, *stop)))
+    sampler = make_sampler(params, generator if generator is not None else make_generator(params.seed))
+    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler, should_stop or (lambda: False))
+
+
+def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
+    """Run `ids` through the model on top of the cache; returns the last position's logits.
+
+    Out of device memory: the cache is dropped and freed, and OutOfMemory (exit 6) is raised, so a
+    chat can go on with the next turn."""
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
+                        use_cache=True, logits_to_keep=1)
+    except torch.OutOfMemoryError:
+        context = len(cache.tokens) + len(ids)
+        cache.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory while computing {context} tokens of context",
+                          "shorten the conversation (/clear), lower max tokens, or use a smaller dtype") from None
+    cache.kv = out.cache
+    cache.tokens.extend(ids)
+    return out.logits[0, -1]
+
+
+def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
+    model, tokenizer = loaded.model, loaded.tokenizer
+    started = time.perf_counter()
+    reused = cache.reuse(input_ids)
+    special_ids = set(tokenizer.all_special_ids)
+    eos_ids = set(loaded.eos_ids)
+    penalty = params.repetition_penalty
+    seen = list(input_ids) if penalty != 1.0 else []
+    detok = IncrementalDetokenizer(tokenizer)
+    releaser = StopReleaser(stops)
+    stats = dict(prompt_tokens=len(input_ids), reused_tokens=reused)
+    generated, first_at, reason, detail = 0, None, "length", "max tokens"
+    try:
+        logits = _forward(model, cache, input_ids[reused:])
+        prefill_seconds = time.perf_counter() - started
+        while True:
+            logits = logits.float().cpu()
+            if penalty != 1.0:
+                logits = apply_repetition_penalty(logits, torch.tensor(seen), penalty)
+            token, sample_prob = sampler(logits)
+            logprobs = torch.log_softmax(logits, dim=-1)
+            logprob = float(logprobs[token])
+            probs = logprobs.exp()
+            entropy = float(torch.special.entr(probs).sum())
+            alts: tuple[Alternative, ...] = ()
+            if k > 0:
+                top = torch.topk(probs, min(k, probs.numel()))
+                top_ids = top.indices.tolist()
+                alts = tuple(Alternative(i, p, float(pr)) for i, p, pr in
+                             zip(top_ids, tokenizer.convert_ids_to_tokens(top_ids), top.values.tolist()))
+            piece = tokenizer.convert_ids_to_tokens(token)
+            is_special = token in special_ids
+            text = "" if is_special else detok.add(token)
+            event = TokenEvent(index=generated, id=token, piece=piece, bytes=_piece_bytes(tokenizer, token, is_special),
+                               text=text, is_special=is_special, prob=math.exp(logprob), logprob=logprob,
+                               sample_prob=sample_prob, entropy=entropy, alternatives=alts)
+            generated += 1
+            if first_at is None:
+                first_at = time.perf_counter()
+            if token in eos_ids:
+                reason, detail = "eos", piece
+                releaser.pending.append(event)
+                break
+            released, hit = releaser.add(event, holding=detok.holding)
+            yield from released
+            if hit is not None:
+                reason, detail = "stop", hit
+                break
+            if penalty != 1.0:
+                seen.append(token)
+            if generated >= params.max_new_tokens:
+                break
+            if len(cache.tokens) + 1 >= loaded.context_length:
+                detail = "context window"
+                break
+            if should_stop():
+                reason, detail = "interrupted", ""
+                break
+            logits = _forward(model, cache, [token])
+    except KeyboardInterrupt:
+        reason, detail = "interrupted", ""
+    if reason != "stop":
+        yield from releaser.finish(detok.flush())
+    now = time.perf_counter()
+    computed = len(input_ids) - reused
+    yield Finished(
+        reason=reason, detail=detail, generated_tokens=generated,
+        ttft=(first_at or now) - started,
+        prefill_tps=computed / prefill_seconds if first_at and prefill_seconds > 0 else 0.0,
+        decode_tps=(generated - 1) / (now - first_at) if first_at and generated > 1 and now > first_at else 0.0,
+        total_seconds=now - started, **stats)
+
+
+def _piece_bytes(tokenizer, token: int, is_special: bool) -> bytes:
+    """The bytes a token contributes to the text (a byte-level piece may be part of a character)."""
+    return b"" if is_special else token_bytes(tokenizer, token)
+
+
+def next_distribution(loaded: LoadedModel, input_ids: list[int], k: int = 10) -> Distribution:
+    """One forward pass: the model's distribution over the token that would come next."""
+    if not input_ids:
+        raise UsageError("the prompt is empty", "give some text")
+    if len(input_ids) > loaded.context_length:
+        raise ContextOverflow(f"the prompt is {len(input_ids)} tokens; the context is {loaded.context_length}",
+                              "shorten the prompt")
+    logits = _forward(loaded.model, PromptCache(), list(input_ids)).float().cpu()
+    probs = torch.softmax(logits, dim=-1)
+    top = torch.topk(probs, min(k, probs.numel()))
+    ids = top.indices.tolist()
+    pieces = loaded.tokenizer.convert_ids_to_tokens(ids)
+    return Distribution(prompt_tokens=len(input_ids), entropy=float(torch.special.entr(probs).sum()),
+                        top=tuple(Alternative(i, p, float(pr)) for i, p, pr in zip(ids, pieces, top.values.tolist())))

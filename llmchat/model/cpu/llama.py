@@ -1,0 +1,250 @@
+"""llmchat's own CPU forward pass for Llama-shaped decoders (Llama, SmolLM, Mistral, Qwen2).
+
+Why not transformers' modeling code on this path: a decode step there is ~5k small ops, a KV
+cache grown by `torch.cat`, and a bf16 attention kernel that is slow for one query. Here:
+- weights stay in the form they are computed in (quant.py: int4 / int8 packed kernels, or float);
+  q/k/v and gate/up are fused into one matmul each;
+- the residual stream, norms, RoPE and attention are fp32; the KV cache is preallocated and
+  written in place (grown by doubling);
+- RoPE is one complex multiply (q/k rows interleaved at load), attention is fp32 SDPA over the
+  filled length, grouped-query heads without copying K/V.
+
+The model answers the engine's call the way a transformers model does
+(`model(input_ids=, cache=, use_cache=, logits_to_keep=)` → `.logits`, `.cache`), and its cache
+has `crop()`, so `engine.PromptCache` needs no special case. Batch size 1 only: llmchat decodes
+one conversation at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+_INITIAL_CAPACITY = 256
+
+
+class Unsupported(Exception):
+    """This checkpoint needs transformers' own modeling code (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    context: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Shape":
+        if config.get("model_type") not in SUPPORTED_TYPES:
+            raise Unsupported(f"model_type {config.get('model_type')!r}")
+        if config.get("hidden_act", "silu") != "silu":
+            raise Unsupported(f"activation {config.get('hidden_act')!r}")
+        context = config.get("max_position_embeddings", 2048)
+        window = config.get("sliding_window", 4096) if config.get("model_type") == "mistral" else None
+        if config.get("model_type") == "qwen2" and config.get("use_sliding_window") and \
+                config.get("max_window_layers", 0) < config["num_hidden_layers"]:
+            window = config.get("sliding_window")
+        if window is not None and window < context:  # a banded mask this forward pass does not implement
+            raise Unsupported(f"sliding-window attention ({window} of {context} positions)")
+        heads = config["num_attention_heads"]
+        return cls(vocab=config["vocab_size"], hidden=config["hidden_size"], layers=config["num_hidden_layers"],
+                   heads=heads, kv_heads=config.get("num_key_value_heads") or heads,
+                   head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+                   eps=float(config.get("rms_norm_eps", 1e-6)), context=context)
+
+
+def rope_inv_freq(config: dict, head_dim: int) -> torch.Tensor:
+    """RoPE inverse frequencies: default, linear and llama3 scaling (others need transformers)."""
+    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    theta = float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+    kind = params.get("rope_type", params.get("type", "default"))
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / float(params["factor"])
+    if kind == "llama3":  # as transformers' _compute_llama3_parameters
+        factor, low, high = float(params["factor"]), float(params["low_freq_factor"]), float(params["high_freq_factor"])
+        old = float(params["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old / low, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+        return torch.where(medium, smoothed, scaled)
+    raise Unsupported(f"rope_type {kind!r}")
+
+
+class StaticKV:
+    """Preallocated keys/values [layers, kv_heads, capacity, head_dim], fp32; `length` are valid.
+
+    Grows by doubling (a copy) up to the context length, so a short chat does not hold the
+    memory of the whole context window."""
+
+    def __init__(self, shape: Shape):
+        self.shape = shape
+        self.length = 0
+        self.k = self.v = None
+        self._reserve(_INITIAL_CAPACITY)
+
+    def _reserve(self, needed: int) -> None:
+        capacity = 0 if self.k is None else self.k.shape[2]
+        if needed <= capacity:
+            return
+        new = max(needed, 2 * capacity, _INITIAL_CAPACITY)
+        if capacity < self.shape.context:  # up to the context window; past it (a larger `context`), keep doubling
+            new = max(needed, min(new, self.shape.context))
+        s = self.shape
+        k = torch.zeros(s.layers, s.kv_heads, new, s.head_dim)
+        v = torch.zeros_like(k)
+        if self.k is not None and self.length:
+            k[:, :, :self.length] = self.k[:, :, :self.length]
+            v[:, :, :self.length] = self.v[:, :, :self.length]
+        self.k, self.v = k, v
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, n: int) -> None:
+        """As transformers' DynamicCache.crop: n < 0 drops n positions from the end, n ≥ 0 keeps n."""
+        self.length = max(0, self.length + n if n < 0 else min(n, self.length))
+
+
+class Rows:
+    """Embedding rows, either a float table or dequantized on the fly from grouped codes."""
+
+    def __init__(self, table: torch.Tensor | None = None, grouped=None):
+        self.table, self.grouped = table, grouped
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids].float() if self.table is not None else self.grouped.rows(ids)
+
+
+@dataclass
+class Layer:
+    attn_norm: torch.Tensor
+    qkv: object  # a quant.* linear, or a (q, k, v) tuple of them
+    o: object
+    mlp_norm: torch.Tensor
+    gate_up: object  # fused, or a (gate, up) tuple
+    down: object
+
+
+class CpuLlama:
+    """A Llama-shaped decoder over quant.* linears; see the module docstring."""
+
+    def __init__(self, shape: Shape, inv_freq: torch.Tensor, embed: Rows, layers: list[Layer],
+                 norm: torch.Tensor, head, quant: str, dtype: torch.dtype):
+        self.shape, self.embed, self.layers, self.norm, self.head = shape, embed, layers, norm, head
+        self.inv_freq = inv_freq.float()
+        self.quant, self.dtype = quant, dtype
+        self.device = torch.device("cpu")
+        self.scale = 1.0 / math.sqrt(shape.head_dim)
+        self._cis = torch.empty(0, shape.head_dim // 2, dtype=torch.complex64)
+
+    # ---- the transformers-like surface the engine uses
+    def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
+                 logits_to_keep: int = 0, **_) -> SimpleNamespace:
+        cache = cache if cache is not None else StaticKV(self.shape)
+        logits = self.forward(input_ids[0], cache, logits_to_keep)
+        return SimpleNamespace(logits=logits[None], cache=cache)
+
+    def kinds(self) -> dict[str, int]:
+        """How many matmuls of each kind (int4, int8, float…) the model runs per token."""
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            for lin in (*_parts(layer.qkv), layer.o, *_parts(layer.gate_up), layer.down):
+                counts[lin.kind] = counts.get(lin.kind, 0) + 1
+        counts[self.head.kind] = counts.get(self.head.kind, 0) + 1
+        return counts
+
+    @property
+    def quant_label(self) -> str:
+        """How the matmuls are held, e.g. "int4+int8-group" for a Q4_1 GGUF, "none" for fp32."""
+        kinds = [k for k in self.kinds() if k != "float"] or ["none"]
+        return "+".join(sorted(kinds, key=["int4", "int8", "int8-group", "none"].index))
+
+    # ---- the forward pass
+    def _rope(self, end: int) -> torch.Tensor:
+        """cos + i·sin of every position up to `end`, as complex numbers [positions, head_dim / 2]."""
+        if self._cis.shape[0] < end:
+            size = max(end, 2 * self._cis.shape[0], _INITIAL_CAPACITY)
+            freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)
+            self._cis = torch.polar(torch.ones_like(freqs), freqs)
+        return self._cis
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0) -> torch.Tensor:
+        s = self.shape
+        T, start = ids.shape[0], cache.length
+        end = start + T
+        cache._reserve(end)
+        cis = self._rope(end)[start:end, None]
+        mask = None
+        if T > 1 and start > 0:  # causal over the new rows, everything cached is visible
+            mask = torch.ones(T, end, dtype=torch.bool).tril_(start)
+        x = self.embed(ids.to(torch.long))
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        group = s.heads // s.kv_heads
+        for i, layer in enumerate(self.layers):
+            h = _rms_norm(x, layer.attn_norm, s.eps)
+            if isinstance(layer.qkv, tuple):
+                q, k, v = (lin(h) for lin in layer.qkv)
+            else:
+                q, k, v = layer.qkv(h).split([q_size, kv_size, kv_size], dim=-1)
+            q = _rotate(q, cis, T, s.heads, s.head_dim)
+            k = _rotate(k, cis, T, s.kv_heads, s.head_dim)
+            cache.k[i, :, start:end] = k.transpose(0, 1)
+            cache.v[i, :, start:end] = v.view(T, s.kv_heads, s.head_dim).transpose(0, 1)
+            keys, values = cache.k[i, :, :end], cache.v[i, :, :end]
+            # fp32 SDPA reads only the filled part of the cache; grouped heads share K/V (no copy).
+            attn = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=group > 1)
+            attn = attn[0].transpose(0, 1).reshape(T, q_size)
+            x = x + layer.o(attn)
+            h = _rms_norm(x, layer.mlp_norm, s.eps)
+            if isinstance(layer.gate_up, tuple):
+                gate, up = (lin(h) for lin in layer.gate_up)
+            else:
+                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        cache.length = end
+        if logits_to_keep:
+            x = x[-logits_to_keep:]
+        return self.head(_rms_norm(x, self.norm, s.eps))
+
+
+def _parts(linear) -> tuple:
+    return linear if isinstance(linear, tuple) else (linear,)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # One fused op; bit-identical to transformers' LlamaRMSNorm in fp32 (checked in tests/test_fast.py).
+    return F.rms_norm(x, weight.shape, weight, eps)
+
+
+def _rotate(x: torch.Tensor, cis: torch.Tensor, T: int, heads: int, dim: int) -> torch.Tensor:
+    """RoPE as one complex product. The q/k weight rows were put in interleaved order at assembly
+    (`interleave_heads`: pairs (i, i + dim/2) side by side), so a pair is one complex number;
+    the same permutation of q and k leaves every attention score unchanged."""
+    pairs = x.reshape(T, heads, dim // 2, 2)
+    return torch.view_as_real(torch.view_as_complex(pairs) * cis).view(T, heads, dim)
+
+
+def interleave_order(rows: int, heads: int) -> torch.Tensor:
+    """Row order that turns transformers' rotate-half layout of q/k rows into interleaved pairs."""
+    dim = rows // heads
+    half = torch.arange(dim // 2)
+    one = torch.stack([half, half + dim // 2], dim=-1).reshape(dim)
+    return (torch.arange(heads)[:, None] * dim + one).reshape(rows)
