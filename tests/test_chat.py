@@ -156,7 +156,7 @@ def run_repl(session, lines: list[str], tmp_path, registry=None, width=250):
     with create_pipe_input() as pipe:
         pipe.send_text("".join(line + "\r" for line in lines))
         pipe.close()
-        repl = Repl(session, console, registry=registry, load_model=lambda spec: load(spec, dtype="float32"),
+        repl = Repl(session, console, registry=registry, load_model=lambda spec: LocalModel(load(spec, dtype="float32")),
                     history=tmp_path / "history", input=pipe, output=DummyOutput(), autosave=tmp_path / "last.json")
         assert repl.run() == 0
     return out.getvalue()
@@ -242,3 +242,10 @@ def test_hostile_model_text_is_escaped_in_every_view(tmp_path):
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\x08" not in text
         assert "␛[2J" in text and "[bold]x[/bold]" in text
         assert "\x1b[2J" in session.exchanges[0].raw + session.exchanges[0].thinking  # the data keeps the exact text
+
+
+def test_model_switch_keeps_the_conversation_going(loaded, registry, tmp_path):
+    session = Session(source=LocalModel(loaded("tiny-llama")), params=GREEDY.with_overrides(max_new_tokens=4))
+    text = run_repl(session, ["hello", "/model tiny-r1", "again", "/exit"], tmp_path, registry=registry)
+    assert "model: tiny-r1" in text and session.source.spec.alias == "tiny-r1"
+    assert len(session.exchanges) == 2 and session.exchanges[-1].finished is not None

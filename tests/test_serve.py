@@ -284,3 +284,39 @@ def test_an_ask_answered_by_the_server_never_imports_torch(llama_server, tiny):
     proc = subprocess.run([str(Path(LLMCHAT).parent / "python"), "-c", code], capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ, **llama_server["env"]))
     assert proc.returncode == 0 and proc.stderr == "NO-TORCH", proc.stderr
+
+
+def test_remote_model_answers_every_model_source_call_like_the_local_one(llama_server, loaded, tiny, monkeypatch):
+    """RemoteModel over `hello`: render, prepare, next, score and generate agree with LocalModel,
+    on one connection."""
+    from llmchat.config.registry import load_registry
+    from llmchat.engine.events import Finished
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+    from llmchat.serve.client import find_server
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", llama_server["env"]["XDG_RUNTIME_DIR"])
+    remote = find_server(load_registry(tiny["toml"]).get("tiny-llama"), dtype=None, quant=None, device=None)
+    local = LocalModel(loaded("tiny-llama"), reuse=False)
+    assert remote is not None
+    try:
+        assert (remote.context_length, remote.family, remote.backend) == (local.context_length, local.family, local.backend)
+        messages = [{"role": "user", "content": "Tell me a story"}]
+        ids = remote.render(messages)
+        assert ids == local.render(messages)
+        kwargs = dict(system=None, raw=False, truncate=False, max_new_tokens=8)
+        assert remote.prepare("Tell me a story", **kwargs) == local.prepare("Tell me a story", **kwargs)
+        near, far = remote.next_distribution(ids, 5), local.next_distribution(ids, 5)
+        assert [a.id for a in near.top] == [a.id for a in far.top]
+        assert [a.prob for a in near.top] == pytest.approx([a.prob for a in far.top], abs=1e-5)
+        scored, expected = remote.score(ids, 1, alternatives=2), local.score(ids, 1, alternatives=2)
+        assert [t.rank for t in scored.tokens] == [t.rank for t in expected.tokens]
+        assert [t.event.logprob for t in scored.tokens] == pytest.approx([t.event.logprob for t in expected.tokens], abs=1e-5)
+        params = SamplingParams(temperature=0, max_new_tokens=6)
+        got = list(remote.generate(ids, params, alternatives=2))
+        want = list(local.generate(ids, params, alternatives=2))
+        assert isinstance(got[-1], Finished) and got[-1].reason == want[-1].reason
+        assert [(e.id, e.text, e.bytes) for e in got[:-1]] == [(e.id, e.text, e.bytes) for e in want[:-1]]
+        assert remote.tokenizer.decode(ids) == local.tokenizer.decode(ids)  # the lazily loaded local tokenizer
+    finally:
+        remote.close()

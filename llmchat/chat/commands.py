@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("", "the whole conversation as the model sees it: chat template, token boundaries"),
     "inspect": ("[N]", "the last answer's tokens: probability, top-5 alternatives, entropy; N zooms in"),
     "branch": ("N ALT", "redo the last answer from token N with alternative ALT (index or \"text\")"),
+    "score": ("[TEXT]", "how surprising the last answer (or TEXT) is to the model: rank and probability per token"),
     "stats": ("", "speed and context of the last answer"),
 }
 

@@ -273,6 +273,17 @@ class Repl:
                              "e.g. /branch 4 1 — see /inspect")
         self.stream(lambda: self.session.branch(int(index), alternative.strip()))
 
+    def cmd_score(self, args: str) -> None:
+        from ..render import score_view
+
+        try:
+            result = self.session.score(args)
+        except KeyboardInterrupt:
+            self._dim("(interrupted)")
+            return
+        score_view.heatmap(self.console, result, "prob" if self.session.view == "probs" else "rank")
+        self._dim(score_view.summary(result))
+
     def cmd_stats(self, args: str) -> None:
         s = self.session
         context = (s.context_used(), s.source.context_length)

@@ -218,6 +218,21 @@ class Session:
         if finished is not None:
             yield finished
 
+    # ------------------------------------------------------------------ scoring
+    def score(self, text: str = ""):
+        """Score `text` as a plain document, or (no text) the last answer with the conversation
+        before it as context: exactly the tokens the model wrote, not a re-tokenization."""
+        from ..prompt.build import score_ids
+
+        if text:
+            ids, start = score_ids(self.source, text)
+        else:
+            if not self.exchanges or not self.exchanges[-1].events:
+                raise UsageError("no answer to score yet", "send a message first, or give a text: /score TEXT")
+            prefix = self.prompt_ids()
+            ids, start = prefix + [e.id for e in self.exchanges[-1].events], len(prefix)
+        return self.source.score(ids, start, alternatives=self.alternatives)
+
     # ------------------------------------------------------------------ settings
     def set(self, key: str, value: str) -> str:
         if key not in SETTABLE:

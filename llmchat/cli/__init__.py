@@ -46,7 +46,7 @@ def _root(
 
 from . import models_cmd  # noqa: E402,F401  (registers commands)
 from . import tokenize_cmd  # noqa
-from . import ask_cmd, chat_cmd, next_cmd, serve_cmd  # noqa: E402,F401
+from . import ask_cmd, chat_cmd, next_cmd, score_cmd, serve_cmd  # noqa: E402,F401
 
 
 def _guard_commands(typer_app: typer.Typer) -> None:

@@ -30,7 +30,8 @@ def token_to_dict(event: TokenEvent) -> dict[str, Any]:
         "index": event.index, "id": event.id, "piece": event.piece, "text": event.text,
         "bytes": event.bytes.hex(), "special": event.is_special,
         "logprob": event.logprob, "prob": event.prob,
-        "sample_logprob": _log(event.sample_prob), "sample_prob": event.sample_prob,
+        "sample_logprob": _log(event.sample_prob),
+        "sample_prob": None if math.isnan(event.sample_prob) else event.sample_prob,  # NaN: not sampled (score, /branch)
         "entropy": event.entropy,
         "top": [{"id": a.id, "piece": a.piece, "prob": a.prob, "logprob": _log(a.prob)} for a in event.alternatives],
     }
@@ -72,6 +73,19 @@ def distribution_to_dict(dist: Distribution) -> dict[str, Any]:
 def distribution_from_dict(data: dict[str, Any]) -> Distribution:
     return Distribution(prompt_tokens=int(data["prompt_tokens"]), entropy=float(data["entropy"]),
                         top=tuple(Alternative(int(a["id"]), a["piece"], float(a["prob"])) for a in data["top"]))
+
+
+def score_to_dict(result) -> dict[str, Any]:
+    """An `engine.score.Score`: every token as in `ask --json --logprobs`, plus its rank."""
+    return {"context_tokens": result.context, "windows": result.windows,
+            "tokens": [{**token_to_dict(t.event), "rank": t.rank} for t in result.tokens]}
+
+
+def score_from_dict(data: dict[str, Any]):
+    from .score import Score, ScoredToken
+
+    return Score(tokens=[ScoredToken(token_from_dict(t), int(t["rank"])) for t in data["tokens"]],
+                 context=int(data["context_tokens"]), windows=int(data["windows"]))
 
 
 def family_to_dict(family: Family) -> dict[str, Any]:

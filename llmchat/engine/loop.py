@@ -119,12 +119,7 @@ def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
             logprob = float(logprobs[token])
             probs = logprobs.exp()
             entropy = float(torch.special.entr(probs).sum())
-            alts: tuple[Alternative, ...] = ()
-            if k > 0:
-                top = torch.topk(probs, min(k, probs.numel()))
-                top_ids = top.indices.tolist()
-                alts = tuple(Alternative(i, p, float(pr)) for i, p, pr in
-                             zip(top_ids, tokenizer.convert_ids_to_tokens(top_ids), top.values.tolist()))
+            alts = top_alternatives(tokenizer, probs, k)
             piece = tokenizer.convert_ids_to_tokens(token)
             is_special = token in special_ids
             text = "" if is_special else detok.add(token)
@@ -182,8 +177,15 @@ def next_distribution(loaded: LoadedModel, input_ids: list[int], k: int = 10) ->
                               "shorten the prompt")
     logits = _forward(loaded.model, PromptCache(), list(input_ids)).float().cpu()
     probs = torch.softmax(logits, dim=-1)
+    return Distribution(prompt_tokens=len(input_ids), entropy=float(torch.special.entr(probs).sum()),
+                        top=top_alternatives(loaded.tokenizer, probs, k))
+
+
+def top_alternatives(tokenizer, probs: torch.Tensor, k: int) -> tuple[Alternative, ...]:
+    """The k most probable tokens of a distribution, most probable first (none for k = 0)."""
+    if k <= 0:
+        return ()
     top = torch.topk(probs, min(k, probs.numel()))
     ids = top.indices.tolist()
-    pieces = loaded.tokenizer.convert_ids_to_tokens(ids)
-    return Distribution(prompt_tokens=len(input_ids), entropy=float(torch.special.entr(probs).sum()),
-                        top=tuple(Alternative(i, p, float(pr)) for i, p, pr in zip(ids, pieces, top.values.tolist())))
+    return tuple(Alternative(i, p, float(pr)) for i, p, pr in
+                 zip(ids, tokenizer.convert_ids_to_tokens(ids), top.values.tolist()))

@@ -16,6 +16,8 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from ..model.load import LoadedModel
+    from ..model.progress import Progress
+    from .score import Score
 
 
 class ModelSource(PromptModel, Protocol):
@@ -37,6 +39,10 @@ class ModelSource(PromptModel, Protocol):
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         """The model distribution over the token after `ids`."""
+
+    def score(self, ids: list[int], start: int, *, alternatives: int = 5, window: int | None = None,
+              progress: Progress | None = None) -> Score:
+        """ids[start:] scored token by token under the model distribution (engine.score)."""
 
     def forget(self) -> None:
         """Drop any state kept between generations (the prompt cache): a new conversation."""
@@ -73,6 +79,13 @@ class LocalModel:
         from .loop import next_distribution
 
         return next_distribution(self.loaded, ids, k)
+
+    def score(self, ids: list[int], start: int, *, alternatives: int = 5, window: int | None = None,
+              progress: Progress | None = None) -> Score:
+        from ..model.progress import SILENT
+        from .score import score
+
+        return score(self.loaded, ids, start, alternatives=alternatives, window=window, progress=progress or SILENT)
 
     def forget(self) -> None:
         if self.cache is not None:

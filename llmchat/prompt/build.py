@@ -10,7 +10,7 @@ from typing import Protocol
 
 from ..config.families import Family
 from ..config.registry import ModelSpec
-from ..errors import ContextOverflow, ModelRejected
+from ..errors import ContextOverflow, ModelRejected, UsageError
 from ..signals import time_limit
 from ..tokenizer import Tokenizer
 from ..tokenizer import templates
@@ -117,3 +117,22 @@ def prepare(loaded: PromptModel, text: str, *, system: str | None, raw: bool, tr
     prompt = build(loaded, text, system=system, raw=raw)
     check_context(loaded, prompt, max_new_tokens)
     return prompt
+
+
+def score_ids(loaded: PromptModel, text: str, *, chat: bool = False, question: str | None = None,
+              system: str | None = None) -> tuple[list[int], int]:
+    """The ids for scoring `text` and where the scored part starts (`llmchat score`).
+
+    Plain: the text as a document, with BOS when the tokenizer adds one; the first token of a
+    text without BOS has no context and is not scored. `chat`: the text as the assistant's answer
+    to `question` (after `system`), rendered by the chat template; only the answer's own tokens
+    are scored, never the template's (the end-of-turn tokens after it are left out)."""
+    if not text:
+        raise UsageError("there is no text to score", "give it as an argument, on stdin, or with -f FILE")
+    if not chat:
+        return raw_ids(loaded, text), 1
+    if question is None:
+        raise UsageError("--chat scores the text as the answer to a question", "give it with --prompt Q")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    prefix = chat_ids(loaded, messages, add_generation_prompt=True)
+    return prefix + list(loaded.tokenizer.encode(text, add_special_tokens=False)), len(prefix)

@@ -23,6 +23,7 @@ hangs up (or stays silent for 30 s):
   {"op": "prepare", "prompt", "system", "raw", "truncate", "max_tokens"} → {"prompt": {...}}
   {"op": "generate", "ids", "params", "logprobs", "stop"}      → {"token": …} … {"finished": …}
   {"op": "next", "ids", "k"}                                   → {"distribution": {...}}
+  {"op": "score", "ids", "start", "logprobs", "window"}        → {"score": {"context_tokens", "windows", "tokens"}}
 
 Any request may instead get {"error": {"type", "message", "hint", "exit_code"}}; a client that
 hangs up mid-answer stops the generation after the current token.

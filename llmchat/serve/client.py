@@ -116,6 +116,14 @@ class RemoteModel:
                     "stop": list(stop)})
         return self._events(len(ids), should_stop or (lambda: False))
 
+    def score(self, ids: list[int], start: int, *, alternatives: int = 5, window: int | None = None, progress=None):
+        data = self._call({"op": "score", "ids": list(ids), "start": start, "logprobs": alternatives, "window": window},
+                          "score")
+        try:
+            return codec.score_from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _gone_mid_answer("it sent a damaged score") from None
+
     def forget(self) -> None:
         """The server's PromptCache keeps only what the next request shares: nothing to drop here."""
 

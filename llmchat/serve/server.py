@@ -96,7 +96,7 @@ class Server:
     """The accept loop around one ModelSource (a LocalModel whose PromptCache outlives requests)."""
 
     ONE_SHOT = ("ask", "ping", "stop")
-    CALLS = ("render", "prepare", "generate", "next")
+    CALLS = ("render", "prepare", "generate", "next", "score")
 
     def __init__(self, source: ModelSource, listener: "Listener"):
         self.source, self.listener, self.sock = source, listener, listener.sock
@@ -158,7 +158,7 @@ class Server:
             else:
                 _send(conn, protocol.error_line(UsageError(
                     f"unknown op {op!r}" if op not in self.CALLS else f"op {op!r} needs a hello first",
-                    "use ask, ping or stop, or hello then render, prepare, generate or next")))
+                    "use ask, ping or stop, or hello then render, prepare, generate, next or score")))
                 return None
 
     def _model_record(self) -> dict:
@@ -181,6 +181,12 @@ class Server:
             if op == "next":
                 dist = source.next_distribution(_ids(request.get("ids")), _count(request.get("k", 10), "k"))
                 return _send(conn, protocol.distribution_line(dist))
+            if op == "score":
+                window = request.get("window")
+                result = source.score(_ids(request.get("ids")), _count(request.get("start"), "start"),
+                                      alternatives=int(request.get("logprobs") or 0),
+                                      window=None if window is None else _count(window, "window"))
+                return _send(conn, protocol.dumps({"score": codec.score_to_dict(result)}))
             params = SamplingParams.from_dict(request.get("params"))
             return self.stream(conn, _ids(request.get("ids")), params, int(request.get("logprobs") or 0),
                                tuple(request.get("stop") or ()))
