@@ -14,7 +14,8 @@ import typer
 
 from . import app
 from ..errors import LlmchatError, UsageError
-from .common import DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION
+from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
+                     sampling_params)
 
 ACTIONS = ("stop", "status")
 
@@ -33,10 +34,21 @@ def serve(
                                        help="Exit after this long without a request (0 = never)."),
     stop: bool = typer.Option(False, "--stop", help="Ask the server for this model and options to exit."),
     status: bool = typer.Option(False, "--status", help="List server sockets and whether they answer."),
+    http: Optional[str] = typer.Option(None, "--http", metavar="[HOST:]PORT",
+                                       help="Serve the OpenAI-compatible HTTP API instead (host 127.0.0.1 unless given)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="NAME",
+                                              help="With --http: require 'Authorization: Bearer' with the key in $NAME."),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="With --http on a non-loopback address: allow requests without a key."),
+    max_logprobs: int = typer.Option(20, "--max-logprobs", metavar="K", help="With --http: the most top_logprobs a request may ask."),
+    max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit", metavar="N",
+                                         help="With --http: the most max_tokens a request may ask."),
+    max_queue: int = typer.Option(16, "--max-queue", metavar="N", help="With --http: requests that may wait (then 429)."),
     download: bool = DOWNLOAD_OPTION,
     force: bool = FORCE_OPTION,
 ) -> None:
-    """Load a model once and answer `llmchat ask` through a Unix socket (one request at a time)."""
+    """Load a model once and answer `llmchat ask` through a Unix socket (one request at a time),
+    or other tools through an OpenAI-compatible HTTP API (--http)."""
     if action is not None and action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}", "use `llmchat serve stop` or `llmchat serve status`")
     stop, status = stop or action == "stop", status or action == "status"
@@ -47,6 +59,14 @@ def serve(
     if status:
         _status()
         return
+    if http is not None:
+        if stop or action is not None:
+            raise UsageError("--http serves; it does not go with stop or status", "drop --http, or the action")
+        _serve_http(ctx, model, http, api_key_env=api_key_env, insecure=insecure_no_auth, dtype=dtype, quant=quant,
+                    device=device, download=download, force=force, limits=(max_logprobs, max_tokens_limit, max_queue))
+        return
+    if api_key_env or insecure_no_auth:
+        raise UsageError("--api-key-env and --insecure-no-auth are for --http", "add --http [HOST:]PORT")
     spec = ctx.obj.registry().get(model)
     path = _socket(spec, socket_path, dtype=dtype, quant=quant, device=device, create=not stop)
     if stop:
@@ -57,6 +77,29 @@ def serve(
 
     raise typer.Exit(run_server(spec, path=path, dtype=dtype, quant=quant, device=device, idle_timeout=idle_timeout,
                                 download=download, force=force, progress=terminal_progress()))
+
+
+def _serve_http(ctx, model, address, *, api_key_env, insecure, dtype, quant, device, download, force, limits) -> None:
+    from ..serve.http import Limits, check_auth, parse_address, serve_http
+
+    max_logprobs, max_tokens, max_queue = limits
+    if max_logprobs < 0 or max_tokens < 1 or max_queue < 1:
+        raise UsageError("--max-logprobs must be ≥ 0, --max-tokens-limit and --max-queue ≥ 1", "e.g. --max-logprobs 20")
+    host, port = parse_address(address)
+    key = check_auth(host, api_key_env, insecure)
+    spec = ctx.obj.registry().get(model)
+    defaults = sampling_params(spec)
+
+    def load_source():
+        from ..engine.source import LocalModel
+        from ..model.load import load
+        from ..render.progress import terminal_progress
+
+        return LocalModel(load(spec, dtype=dtype, device=device, quant=quant, download=download,
+                               progress=terminal_progress(), force=force))
+
+    raise typer.Exit(serve_http(spec, load_source, defaults, host=host, port=port, api_key=key,
+                                limits=Limits(max_logprobs=max_logprobs, max_tokens=max_tokens, max_queue=max_queue)))
 
 
 def _socket(spec, given: str | None, *, dtype, quant, device, create: bool) -> Path:
