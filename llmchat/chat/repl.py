@@ -24,7 +24,7 @@ from ..sanitize import sanitize
 from ..signals import StopFlag, sigint_sets
 from . import store
 from .commands import COMMANDS, Command, help_rows, parse
-from .session import Session
+from .session import Session, set_example
 
 
 class Repl:
@@ -198,7 +198,7 @@ class Repl:
             return
         key, _, value = args.partition(" ")
         if not value.strip():
-            raise UsageError(f"/set {key} needs a value", f"e.g. /set {key} 0.7")
+            raise UsageError(f"/set {key} needs a value", f"e.g. /set {key} {set_example(key)}")
         self._dim(self.session.set(key, value.strip()))
 
     def cmd_model(self, args: str) -> None:
@@ -219,8 +219,11 @@ class Repl:
                   f"on {source.backend}'s forward, {getattr(source, 'device', 'remote')})")
 
     def cmd_view(self, args: str) -> None:
+        if not args:
+            self._dim(f"view: {self.session.view} (choose with /view text, /view tokens or /view probs)")
+            return
         if args not in VIEWS:
-            raise UsageError(f"/view {args or '?'}: choose text, tokens or probs", "e.g. /view probs")
+            raise UsageError(f"/view {args}: there is no such view; choose text, tokens or probs", "e.g. /view probs")
         self.session.view = args
         self._dim(f"view: {args}")
         if args == "probs":

@@ -30,6 +30,11 @@ SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, 
             "max_tokens": int, "seed": int}
 
 
+def set_example(key: str) -> str:
+    """A value that fits the setting, for hints."""
+    return {"seed": "42", "max_tokens": "256", "top_k": "40", "repetition_penalty": "1.1"}.get(key, "0.7")
+
+
 @dataclass
 class Exchange:
     """One user message and the model's answer to it.
@@ -240,7 +245,8 @@ class Session:
         try:
             number = SETTABLE[key](value)
         except ValueError:
-            raise UsageError(f"{key} needs a number, not {value!r}", f"e.g. /set {key} 0.7") from None
+            raise UsageError(f"{key} needs {'a whole number' if SETTABLE[key] is int else 'a number'}, not {value!r}",
+                             f"e.g. /set {key} {set_example(key)}") from None
         field_name = "max_new_tokens" if key == "max_tokens" else key
         self.params = replace(self.params, **{field_name: number})  # validated by SamplingParams
         return f"{key} = {number}"

@@ -76,9 +76,34 @@ def _guard_commands(typer_app: typer.Typer) -> None:
 _guard_commands(app)
 
 
+GLOBAL_FLAGS, GLOBAL_VALUES = ("--debug",), ("--models",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`--debug` and `--models PATH` work after the subcommand too (`llmchat ask … --debug`):
+    they are moved in front of it. Nothing after a `--` moves."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in GLOBAL_VALUES and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif arg.split("=", 1)[0] in GLOBAL_VALUES and "=" in arg:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
     try:
         result = app(args=args, prog_name="llmchat", standalone_mode=False)
         code = result if isinstance(result, int) else 0

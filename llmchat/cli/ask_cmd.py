@@ -11,7 +11,7 @@ from . import app
 from ..errors import Interrupted, UsageError
 from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
                      sampling_params)
-from .inputs import gather_prompt
+from .inputs import gather_parts
 
 VIEW_HELP = "On a terminal: text, tokens (boundaries) or probs (colour by probability)."
 
@@ -62,15 +62,23 @@ def ask(
         raise UsageError("--raw-output writes unfiltered model bytes and is for pipes only", "pipe the output or drop --raw-output")
     if logprobs < 0:
         raise UsageError("--logprobs must be ≥ 0", "e.g. --logprobs 5")
+    if logprobs and not (as_json or jsonl):
+        raise UsageError("--logprobs adds per-token data to the JSON output", "add --json (or --jsonl)")
+    if raw and system is not None:
+        raise UsageError("--raw sends the text as it is, so a system prompt would be dropped",
+                         "drop -s, or drop --raw to use the chat template")
+    if hide_thinking and thinking_to_stderr:
+        raise UsageError("--hide-thinking and --thinking-to-stderr contradict each other", "pick one")
     if jsonl and (prompt or file or as_json):
         raise UsageError("--jsonl reads prompts from stdin, one per line", "drop the prompt argument, -f and --json")
     spec = ctx.obj.registry().get(model)
     params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens, stop=stop)
-    text = None if jsonl else gather_prompt(prompt, file, input_errors)
+    parts = None if jsonl else gather_parts(prompt, file, input_errors)
+    text = parts.text if parts else None
     options = dict(system=system, raw=raw, truncate=truncate, as_json=as_json, logprobs=logprobs, view=view,
                    verbose=verbose, hide_thinking=hide_thinking, thinking_to_stderr=thinking_to_stderr,
-                   raw_output=raw_output)
+                   raw_output=raw_output, keep=parts.keep if parts else 0)
     if not jsonl and not no_server and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device):
         return
     if keep_alive:

@@ -7,10 +7,21 @@ from dataclasses import dataclass
 import typer
 
 # The load options every model-running command takes (ask, chat, next, serve): one definition, one help text.
-MODEL_OPTION = typer.Option(None, "-m", "--model", help="Alias, model folder, .gguf file or repo id.")
-DTYPE_OPTION = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16.")
-QUANT_OPTION = typer.Option(None, "--quant", help="auto (a GGUF's own blocks), none, int8, int4: CPU weights.")
-DEVICE_OPTION = typer.Option(None, "--device", help="auto, cpu, cuda, mps, auto-split.")
+def _choice(flag: str, allowed_name: str):
+    def check(value):
+        from ..config import registry
+
+        return registry.check_choice(flag, value, getattr(registry, allowed_name))
+    return check
+
+
+MODEL_OPTION = typer.Option(None, "-m", "--model", metavar="MODEL", help="Alias, model folder, .gguf file or repo id.")
+DTYPE_OPTION = typer.Option(None, "--dtype", metavar="DTYPE", callback=_choice("--dtype", "DTYPES"),
+                            help="auto, float32, bfloat16, float16.")
+QUANT_OPTION = typer.Option(None, "--quant", metavar="QUANT", callback=_choice("--quant", "QUANTS"),
+                            help="auto (a GGUF's own blocks), none, int8, int4: CPU weights.")
+DEVICE_OPTION = typer.Option(None, "--device", metavar="DEVICE", callback=_choice("--device", "DEVICES"),
+                             help="auto, cpu, cuda, mps, auto-split.")
 DOWNLOAD_OPTION = typer.Option(False, "--download", help="Download a repo that is not cached.")
 FORCE_OPTION = typer.Option(False, "--force", help="Load even when the model looks too big for free memory.")
 

@@ -36,7 +36,7 @@ def next_token(
     if input_errors not in ("strict", "replace"):
         raise UsageError(f"--input-errors {input_errors!r} must be strict or replace", "use --input-errors replace")
     spec = ctx.obj.registry().get(model)
-    text = gather_prompt(prompt, [], input_errors)
+    text = gather_prompt(prompt, [], input_errors, has_files=False)
     from ..engine.source import LocalModel
     from ..model.load import load
     from ..prompt.build import build

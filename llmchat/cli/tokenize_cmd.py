@@ -76,9 +76,11 @@ def _check_combination(outputs, text, model, file, decode, chat, system, message
                          "choose one output: --ids, --table, --json or --count")
     if (system is not None or messages) and not chat:
         raise UsageError(f"{'-s/--system' if system is not None else '--messages'} needs --chat", "add --chat")
-    if decode and (chat or compare):
-        raise UsageError(f"--decode cannot be combined with {'--chat' if chat else '--compare'}",
-                         "token ids belong to one model: use -m MODEL --decode")
+    if decode and chat:
+        raise UsageError("--decode cannot be combined with --chat (--decode shows ids as text, --chat renders messages)",
+                         "to see a conversation's ids use --chat without --decode, then --decode those ids")
+    if decode and compare:
+        raise UsageError("--decode cannot be combined with --compare", "token ids belong to one model: use -m MODEL --decode")
     if messages and (text is not None or file or system is not None):
         raise UsageError("--messages holds the whole conversation: give no TEXT, -f or -s with it",
                          "put the system and user messages in the JSON file")

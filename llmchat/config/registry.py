@@ -35,6 +35,23 @@ SOURCE_KEYS = ("path", "gguf", "package", "repo")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps", "auto-split")
 QUANTS = ("auto", "none", "int8", "int4")
+# What people type for the same thing (llama.cpp's, PyTorch's and vLLM's spellings).
+CHOICE_ALIASES = {"fp32": "float32", "f32": "float32", "float": "float32", "fp16": "float16", "f16": "float16",
+                  "half": "float16", "bf16": "bfloat16", "gpu": "cuda", "cuda:0": "cuda", "metal": "mps",
+                  "q8": "int8", "q8_0": "int8", "q4": "int4", "q4_0": "int4"}
+
+
+def check_choice(flag: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """A command-line choice (--dtype, --device, --quant) checked at parse time: UsageError (exit
+    2) with a did-you-mean for a known spelling or a close match."""
+    if value is None or value in allowed:
+        return value
+    guess = CHOICE_ALIASES.get(value.lower())
+    if guess not in allowed:
+        close = difflib.get_close_matches(value.lower(), allowed, n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    raise UsageError(f"{flag} {value!r} is not one of {', '.join(allowed)}",
+                     f"did you mean {flag} {guess}?" if guess else "pick one of those")
 FAMILIES = tuple(_FAMILY_TABLE)
 SAMPLING_KEYS: dict[str, type | tuple[type, ...]] = {
     "temperature": (int, float),

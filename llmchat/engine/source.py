@@ -30,8 +30,10 @@ class ModelSource(PromptModel, Protocol):
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
         """A conversation as the model receives it: the chat template applied, tokenized."""
 
-    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int) -> Prompt:
-        """A one-turn prompt (`prompt.build.prepare`): what `ask` sends."""
+    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int,
+                keep: int = 0) -> Prompt:
+        """A one-turn prompt (`prompt.build.prepare`): what `ask` sends; --truncate never cuts the
+        last `keep` characters."""
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
                  should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
@@ -65,8 +67,10 @@ class LocalModel:
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
         return prompting.chat_ids(self, messages, add_generation_prompt)
 
-    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int) -> Prompt:
-        return prompting.prepare(self, text, system=system, raw=raw, truncate=truncate, max_new_tokens=max_new_tokens)
+    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int,
+                keep: int = 0) -> Prompt:
+        return prompting.prepare(self, text, system=system, raw=raw, truncate=truncate, max_new_tokens=max_new_tokens,
+                                 keep=keep)
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
                  should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:

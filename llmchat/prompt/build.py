@@ -85,21 +85,30 @@ def check_context(loaded: PromptModel, prompt: Prompt, max_new_tokens: int) -> N
             "shorten the input, lower --max-tokens, or pass --truncate to drop the oldest part")
 
 
-def truncate_to_fit(loaded: PromptModel, text: str, *, system: str | None, raw: bool, max_new_tokens: int) -> Prompt:
-    """Drop the oldest part of `text` until the prompt plus max_new_tokens fits the context."""
+def truncate_to_fit(loaded: PromptModel, text: str, *, system: str | None, raw: bool, max_new_tokens: int,
+                    keep: int = 0) -> Prompt:
+    """Drop the oldest part of `text` until the prompt plus max_new_tokens fits the context; the
+    last `keep` characters (the question after the documents) are never cut."""
     prompt = build(loaded, text, system=system, raw=raw)
     limit = loaded.context_length
     if len(prompt.ids) + max_new_tokens <= limit:
         return prompt
     tokenizer = loaded.tokenizer
-    body = tokenizer.encode(text, add_special_tokens=False)
+    head, tail = (text[:len(text) - keep], text[len(text) - keep:]) if keep else (text, "")
+    body = tokenizer.encode(head, add_special_tokens=False)
     overhead = len(prompt.ids) - len(body)
-    keep = limit - max_new_tokens - overhead
-    if keep <= 0:
-        check_context(loaded, prompt, max_new_tokens)  # raises: not even the template fits
-    dropped = len(body) - keep
+    room = limit - max_new_tokens - overhead
+    if room <= 0:  # not even the template (and the question) fit
+        alone = build(loaded, tail.lstrip("\n"), system=system, raw=raw) if tail else prompt
+        if tail and len(alone.ids) + max_new_tokens > limit:
+            raise ContextOverflow(f"the question alone is {len(alone.ids)} tokens with the template; with max-tokens "
+                                  f"{max_new_tokens} the context ({limit}) has no room for the documents",
+                                  "shorten the question or lower --max-tokens")
+        check_context(loaded, prompt if not tail else alone, max_new_tokens)
+        room = 1
+    dropped = len(body) - room
     for _ in range(4):  # re-tokenizing the cut text can shift a token or two
-        candidate = build(loaded, tokenizer.decode(body[dropped:]), system=system, raw=raw)
+        candidate = build(loaded, tokenizer.decode(body[dropped:]) + tail, system=system, raw=raw)
         if len(candidate.ids) + max_new_tokens <= limit:
             return Prompt(candidate.ids, candidate.templated, candidate.starts_thinking, dropped_tokens=dropped)
         dropped += len(candidate.ids) + max_new_tokens - limit
@@ -108,12 +117,13 @@ def truncate_to_fit(loaded: PromptModel, text: str, *, system: str | None, raw: 
 
 
 def prepare(loaded: PromptModel, text: str, *, system: str | None, raw: bool, truncate: bool,
-            max_new_tokens: int) -> Prompt:
+            max_new_tokens: int, keep: int = 0) -> Prompt:
     """A one-turn prompt for `ask` / `serve`: the model's own system prompt unless one is given;
-    `truncate` drops the oldest part of the text, otherwise a prompt that does not fit is refused."""
+    `truncate` drops the oldest part of the text (never its last `keep` characters: the question),
+    otherwise a prompt that does not fit is refused."""
     system = system if system is not None else loaded.spec.system
     if truncate:
-        return truncate_to_fit(loaded, text, system=system, raw=raw, max_new_tokens=max_new_tokens)
+        return truncate_to_fit(loaded, text, system=system, raw=raw, max_new_tokens=max_new_tokens, keep=keep)
     prompt = build(loaded, text, system=system, raw=raw)
     check_context(loaded, prompt, max_new_tokens)
     return prompt

@@ -70,9 +70,11 @@ def stream_answer(source: ModelSource, prompt: Prompt, params: SamplingParams, w
 
 
 def answer_once(source: ModelSource, text: str, params: SamplingParams, *, system, raw, truncate, as_json, logprobs,
-                view, verbose, hide_thinking, thinking_to_stderr, raw_output) -> Finished:
-    """Answer `text` from `source` to stdout, or as one JSON record."""
-    prompt = source.prepare(text, system=system, raw=raw, truncate=truncate, max_new_tokens=params.max_new_tokens)
+                view, verbose, hide_thinking, thinking_to_stderr, raw_output, keep: int = 0) -> Finished:
+    """Answer `text` from `source` to stdout, or as one JSON record (--truncate keeps the last
+    `keep` characters: the question)."""
+    prompt = source.prepare(text, system=system, raw=raw, truncate=truncate, max_new_tokens=params.max_new_tokens,
+                            keep=keep)
     if prompt.dropped_tokens:
         print(f"llmchat: note: the prompt did not fit; dropped its first {prompt.dropped_tokens} tokens (--truncate)",
               file=sys.stderr)

@@ -93,9 +93,10 @@ class RemoteModel:
         ids = self._call({"op": "render", "messages": messages, "add_generation_prompt": add_generation_prompt}, "ids")
         return [int(i) for i in ids]
 
-    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int) -> Prompt:
+    def prepare(self, text: str, *, system: str | None, raw: bool, truncate: bool, max_new_tokens: int,
+                keep: int = 0) -> Prompt:
         info = self._call({"op": "prepare", "prompt": text, "system": system, "raw": raw, "truncate": truncate,
-                           "max_tokens": max_new_tokens}, "prompt")
+                           "max_tokens": max_new_tokens, "keep": keep}, "prompt")
         try:
             return Prompt(ids=[int(i) for i in info["ids"]], templated=bool(info["templated"]),
                           starts_thinking=bool(info["starts_thinking"]), dropped_tokens=int(info["dropped_tokens"]))

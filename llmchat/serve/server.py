@@ -176,7 +176,8 @@ class Server:
             if op == "prepare":
                 prompt = source.prepare(_text(request.get("prompt")), system=request.get("system"),
                                         raw=bool(request.get("raw")), truncate=bool(request.get("truncate")),
-                                        max_new_tokens=_count(request.get("max_tokens"), "max_tokens"))
+                                        max_new_tokens=_count(request.get("max_tokens"), "max_tokens"),
+                                        keep=int(request.get("keep") or 0))
                 return _send(conn, protocol.dumps({"prompt": _prompt_record(prompt)}))
             if op == "next":
                 dist = source.next_distribution(_ids(request.get("ids")), _count(request.get("k", 10), "k"))

@@ -1,0 +1,129 @@
+"""The everyday surface (issue 13): flag validation, input order, shell loops, messages, global
+options anywhere. Each test reproduces what a user ran into, through the real CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LLMCHAT
+
+
+@pytest.fixture
+def tiny_cli(cli, tiny):
+    def run(*args, **kwargs):
+        return cli("--models", str(tiny["toml"]), *args, **kwargs)
+    return run
+
+
+def one_line(proc) -> str:
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--dtype", "fp16"], "did you mean --dtype float16?"),
+    (["--dtype", "bf16"], "did you mean --dtype bfloat16?"),
+    (["--device", "gpu"], "did you mean --device cuda?"),
+    (["--quant", "q4"], "did you mean --quant int4?"),
+    (["--dtype", "wat"], "is not one of auto, float32, bfloat16, float16"),
+])
+def test_dtype_device_quant_are_checked_at_parse_time(cli, args, fragment):
+    for command in (["ask", "hi"], ["next", "hi"], ["chat"], ["score", "a b"]):
+        proc = cli(*command[:1], *args, *command[1:])
+        assert proc.returncode == 2 and fragment in one_line(proc) and "internal error" not in proc.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_one_clear_line(cli):
+    proc = cli("ask", "--device", "cuda", "hi")
+    assert proc.returncode == 2 and "no CUDA device is available" in one_line(proc)
+
+
+def test_global_options_work_after_the_subcommand(cli, tiny):
+    proc = cli("ask", "--dtype", "fp17", "hi", "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr  # --debug took effect
+    proc = cli("models", "--json", "--models", str(tiny["toml"]))
+    assert proc.returncode == 0 and "tiny-llama" in [m["alias"] for m in json.loads(proc.stdout)["models"]]
+    proc = cli("ask", "-m", "tiny-llama", "-n", "1", "--raw", "--json", "--", "--debug")  # after --: the prompt
+    assert proc.returncode == 3 and "unknown model 'tiny-llama'" in one_line(proc)  # no traceback: not --debug
+
+
+def test_documents_come_first_and_truncate_never_cuts_the_question(tiny_cli, loaded, tmp_path, monkeypatch):
+    from llmchat.cli import inputs
+
+    monkeypatch.setattr(inputs, "caller_reads_stdin", lambda: False)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin\n")))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("from a file\n")
+    parts = inputs.gather_parts("summarise", [str(notes)], "strict", stdin_is_tty=False)
+    assert parts.text == "from stdin\n\nfrom a file\n\nsummarise"
+    assert parts.text[len(parts.text) - parts.keep:] == "\n\nsummarise"
+    # a document far larger than the context (tiny-llama: 256 tokens), the question after it
+    big = tmp_path / "big.txt"
+    big.write_text("lorem ipsum dolor sit amet " * 400)
+    question = "Summarise the text above."
+    proc = tiny_cli("ask", "-m", "tiny-llama", "-f", str(big), question, "--truncate", "--raw", "--json", "-n", "4")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["truncated_tokens"] > 0 and record["prompt_tokens"] + 4 <= 256
+    from llmchat.engine.source import LocalModel
+    from llmchat.prompt.build import prepare
+
+    source = LocalModel(loaded("tiny-llama"))
+    text = big.read_text().rstrip("\n") + "\n\n" + question
+    prompt = prepare(source, text, system=None, raw=True, truncate=True, max_new_tokens=4, keep=len("\n\n" + question))
+    assert source.tokenizer.decode(prompt.ids, skip_special_tokens=True).endswith(question)
+    long_question = "why " * 300
+    proc = tiny_cli("ask", "-m", "tiny-llama", "-f", str(big), long_question, "--truncate", "--raw", "-n", "4")
+    assert proc.returncode == 5 and "the question alone is" in one_line(proc)
+
+
+def test_a_shell_while_read_loop_keeps_its_lines(tiny, tmp_path):
+    script = (f'printf "one\\ntwo\\nthree\\n" | while read l; do "{LLMCHAT}" --models "{tiny["toml"]}" ask -m tiny-llama '
+              '--raw -n 1 --json "Repeat: $l" | head -c 0; echo "done $l"; done')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split("\n")[:3] == ["done one", "done two", "done three"], out.stderr
+
+
+def test_a_pipe_into_ask_with_a_question_still_reads_the_pipe(tiny, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("alpha beta gamma\n")
+    cmd = f'cat "{doc}" | "{LLMCHAT}" --models "{tiny["toml"]}" ask -m tiny-llama --raw -n 1 --json "q"'
+    piped = json.loads(subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120).stdout)
+    alone = subprocess.run([LLMCHAT, "--models", str(tiny["toml"]), "ask", "-m", "tiny-llama", "--raw", "-n", "1",
+                            "--json", "q"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert piped["prompt_tokens"] > json.loads(alone.stdout)["prompt_tokens"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["ask", "--logprobs", "3", "hi"], "add --json"),
+    (["ask", "--raw", "-s", "Be brief.", "hi"], "system prompt would be dropped"),
+    (["ask", "--hide-thinking", "--thinking-to-stderr", "hi"], "contradict"),
+    (["tokenize", "--decode", "--chat", "1 2"], "--chat without --decode"),
+])
+def test_silent_combinations_are_usage_errors(cli, args, fragment):
+    proc = cli(*args)
+    assert proc.returncode == 2 and fragment in one_line(proc)
+
+
+def test_next_does_not_suggest_a_flag_it_lacks(cli):
+    proc = cli("next", "")
+    assert proc.returncode == 2 and "-f FILE" not in one_line(proc) and "argument or on stdin" in proc.stderr
+
+
+def test_chat_set_and_view_messages(loaded, tmp_path):
+    from llmchat.chat.session import Session
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+    from test_chat import run_repl
+
+    session = Session(source=LocalModel(loaded("tiny-llama")), params=SamplingParams(temperature=0, max_new_tokens=2))
+    text = run_repl(session, ["/set seed", "/set seed x", "/view", "/view nope", "/exit"], tmp_path)
+    assert "e.g. /set seed 42" in text and "0.7" not in text and "a whole number" in text
+    assert "view: text (choose with /view text" in text and "/view nope: there is no such view" in text
+    assert "/view ?" not in text
