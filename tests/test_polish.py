@@ -127,3 +127,48 @@ def test_chat_set_and_view_messages(loaded, tmp_path):
     assert "e.g. /set seed 42" in text and "0.7" not in text and "a whole number" in text
     assert "view: text (choose with /view text" in text and "/view nope: there is no such view" in text
     assert "/view ?" not in text
+
+
+def test_resuming_a_chat(cli, loaded, tmp_path):
+    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    nothing = cli("chat", "--continue", env=state)
+    assert nothing.returncode == 2 and "no conversation to continue" in one_line(nothing)
+    both = cli("chat", "--continue", "--load", "x.json", env=state)
+    assert both.returncode == 2 and "pick one" in one_line(both)
+
+    from llmchat.chat import store
+    from llmchat.chat.session import Session
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+    from test_chat import run_repl
+
+    session = Session(source=LocalModel(loaded("tiny-llama")), params=SamplingParams(temperature=0.3, max_new_tokens=3),
+                      system="Be brief.", view="probs")
+    run_repl(session, ["Tell me about the weather in a long sentence please", "/exit"], tmp_path)
+    saved = store.load(store.save(session, tmp_path / "chat.json"))
+    assert store.summary(saved) == "resumed 1 exchange with tiny-llama · last: \u201cTell me about the weather in a long sentence…\u201d"
+    given = dict(temperature=None, top_p=None, top_k=None, min_p=None, repetition_penalty=None, seed=None, max_tokens=9)
+    params = store.saved_params(saved, SamplingParams(max_new_tokens=9), given)  # 9 from -n 9
+    assert params.temperature == 0.3 and params.max_new_tokens == 9  # saved, except what the command line gives
+    assert saved["view"] == "probs" and saved["system"] == "Be brief."
+
+    text = run_repl(session, ["/system", "/system --clear", "/system", "/exit"], tmp_path)
+    assert "system prompt: Be brief." in text and "system prompt removed" in text and "no system prompt" in text
+
+
+def test_branch_takes_the_word_as_inspect_shows_it(smollm2):
+    from llmchat.chat.session import Session
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+
+    session = Session(source=LocalModel(smollm2), params=SamplingParams(temperature=0, max_new_tokens=12))
+    events = [e for e in session.ask("What is the capital of Australia?") if not hasattr(e, "reason")]
+    n = next(i for i, e in enumerate(events) if e.text == " Canberra")
+    sydney = next(a for a in events[n].alternatives if a.piece == "ĠSydney")
+    for spelling in ("Sydney", "␣Sydney", str(events[n].alternatives.index(sydney))):
+        list(session.branch(n, spelling))
+        forced = session.exchanges[-1].events[n]
+        assert forced.id == sydney.id and forced.text == " Sydney" and abs(forced.prob - sydney.prob) < 1e-9
+        assert "isSydney" not in session.exchanges[-1].raw and "␣" not in session.exchanges[-1].raw
+    list(session.branch(n, '"␣Melbourne"'))  # not an alternative: the literal text, ␣ read as a space
+    assert session.exchanges[-1].raw.startswith("The capital of Australia is Melbourne")

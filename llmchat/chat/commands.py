@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clear": ("", "start a new conversation"),
     "undo": ("", "remove the last exchange"),
     "retry": ("", "sample the last answer again"),
-    "system": ("TEXT", "set the system prompt (empty: remove it)"),
+    "system": ("[TEXT|--clear]", "set the system prompt; alone: show it; --clear: remove it"),
     "set": ("KEY VALUE", "temperature, top_p, top_k, min_p, repetition_penalty, max_tokens, seed; alone: show all"),
     "model": ("ALIAS", "switch model (frees the old one)"),
     "view": ("text|tokens|probs", "how answers are shown: markdown text, token boundaries, probabilities"),

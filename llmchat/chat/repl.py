@@ -103,6 +103,7 @@ class Repl:
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
         self._dim(f"{self.session.source.spec.alias} · /help for commands · Ctrl-D to leave")
+        self._notices()
         while self.running:
             line = self.read()
             if line is None:
@@ -188,8 +189,16 @@ class Repl:
         self.stream(self.session.retry)
 
     def cmd_system(self, args: str) -> None:
-        self.session.system = args or None
-        self._dim("system prompt " + ("set" if args else "removed"))
+        if not args:
+            current = self.session.system
+            self._dim(f"system prompt: {sanitize(current)}" if current else "no system prompt (set one with /system TEXT)")
+            return
+        if args == "--clear":
+            self.session.system = None
+            self._dim("system prompt removed")
+            return
+        self.session.system = args
+        self._dim("system prompt set")
 
     def cmd_set(self, args: str) -> None:
         if not args:

@@ -30,6 +30,11 @@ SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, 
             "max_tokens": int, "seed": int}
 
 
+def unshow(text: str) -> str:
+    """Text as /inspect shows it (␣ space, ↵ newline, → tab) back to the text itself."""
+    return text.replace("␣", " ").replace("↵", "\n").replace("→", "\t")
+
+
 def set_example(key: str) -> str:
     """A value that fits the setting, for hints."""
     return {"seed": "42", "max_tokens": "256", "top_k": "40", "repetition_penalty": "1.1"}.get(key, "0.7")
@@ -178,16 +183,27 @@ class Session:
                                  "see /inspect N for the list, or give a literal string in quotes")
             alts: tuple[Alternative, ...] = (event.alternatives[pick],)
         else:
-            literal = alternative[1:-1] if len(alternative) >= 2 and alternative[0] == alternative[-1] == '"' else alternative
-            ids = tokenizer.encode(literal, add_special_tokens=False)
-            if not ids:
+            quoted = len(alternative) >= 2 and alternative[0] == alternative[-1] == '"'
+            literal = unshow(alternative[1:-1] if quoted else alternative)
+            if not literal:
                 raise UsageError("the alternative is empty", "give an index or a non-empty string")
-            known = {a.id: a.prob for a in event.alternatives}
-            alts = tuple(Alternative(i, p, known.get(i, math.nan) if n == 0 else math.nan)
-                         for n, (i, p) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids))))
+            matches = [] if quoted else [a for a in event.alternatives if
+                                         tokenizer.decode([a.id], skip_special_tokens=False) in (literal, " " + literal)]
+            if len(matches) > 1:
+                listed = ", ".join(f"{event.alternatives.index(a)}: {tokenizer.decode([a.id])!r}" for a in matches)
+                raise UsageError(f"{alternative!r} matches {len(matches)} alternatives of token {event.index} ({listed})",
+                                 "give the index, or the exact text in quotes (␣ for a space)")
+            if matches:
+                alts = (matches[0],)
+            else:
+                ids = tokenizer.encode(literal, add_special_tokens=False)
+                known = {a.id: a.prob for a in event.alternatives}
+                alts = tuple(Alternative(i, p, known.get(i, math.nan) if n == 0 else math.nan)
+                             for n, (i, p) in enumerate(zip(ids, tokenizer.convert_ids_to_tokens(ids))))
         return [TokenEvent(index=0, id=a.id, piece=a.piece, bytes=token_bytes(tokenizer, a.id), text="",
                            is_special=False, prob=a.prob, logprob=math.log(a.prob) if a.prob > 0 else math.nan,
-                           sample_prob=1.0, entropy=event.entropy if n == 0 else math.nan, alternatives=())
+                           sample_prob=1.0, entropy=event.entropy if n == 0 else math.nan,
+                           alternatives=event.alternatives if n == 0 else ())  # so that /branch N can pick again
                 for n, a in enumerate(alts)]
 
     def _stream(self, exchange: Exchange, ids: list[int], prefix_events: list[TokenEvent]):

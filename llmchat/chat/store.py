@@ -30,7 +30,7 @@ def to_record(session) -> dict[str, Any]:
                       "interrupted": ex.interrupted, "tokens": [token_to_dict(e) for e in ex.events],
                       "stats": finished_to_dict(ex.finished) if ex.finished else None})
     return {"version": VERSION, "model": session.source.spec.alias, "settings": session.settings(),
-            "system": session.system, "messages": session.messages(), "turns": turns}
+            "view": session.view, "think": session.think, "system": session.system, "messages": session.messages(), "turns": turns}
 
 
 def save(session, path: Path) -> Path:
@@ -88,3 +88,37 @@ def restore(session, data: dict[str, Any]) -> None:
         session.exchanges.append(Exchange(user=turn["user"], raw=turn.get("raw", ""), answer=turn.get("answer", ""),
                                           thinking=turn.get("thinking", ""), events=events, finished=finished,
                                           interrupted=bool(turn.get("interrupted"))))
+
+
+def saved_params(data: dict[str, Any], params, given: dict[str, Any]):
+    """The sampling settings of a saved conversation, except those the command line gives."""
+    from ..engine.sampling import SamplingParams
+
+    settings = data.get("settings") or {}
+    names = set(SamplingParams().to_dict()) - {"stop"}
+    if not isinstance(settings, dict):
+        return params
+    overrides = {key: value for key, value in settings.items() if key in names and given.get(key) is None
+                 and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    if "max_tokens" in overrides:
+        overrides["max_new_tokens"] = int(overrides.pop("max_tokens"))
+    for key in ("top_k", "seed"):
+        if key in overrides:
+            overrides[key] = int(overrides[key])
+    try:
+        return params.with_overrides(**overrides)
+    except UsageError:
+        return params  # a damaged file keeps today's settings
+
+
+def summary(data: dict[str, Any]) -> str:
+    """One line for a resumed chat: how many exchanges, the model, the last message's first words."""
+    turns = data.get("turns") or []
+    words, last = str(turns[-1].get("user", "")).split() if turns else [], ""
+    for n, word in enumerate(words):
+        if len(last) + len(word) + 1 > 50:
+            last += "…"
+            break
+        last = f"{last} {word}".strip()
+    tail = f" · last: \u201c{last}\u201d" if last else ""
+    return f"resumed {len(turns)} exchange{'s' * (len(turns) != 1)} with {data.get('model', '?')}{tail}"

@@ -19,8 +19,10 @@ def chat(
     ctx: typer.Context,
     model: Optional[str] = MODEL_OPTION,
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
-    view: str = typer.Option("text", "--view", help="text (markdown), tokens (boundaries) or probs (colour by probability)."),
-    think: str = typer.Option("show", "--think", help="show: stream reasoning, then collapse it; hide: summary only."),
+    view: Optional[str] = typer.Option(None, "--view", metavar="VIEW",
+                                       help="text (markdown, the default), tokens (boundaries) or probs (colour by probability)."),
+    think: Optional[str] = typer.Option(None, "--think", metavar="MODE",
+                                        help="show (the default): stream reasoning, then collapse it; hide: summary only."),
     temperature: Optional[float] = typer.Option(None, "-t", "--temperature"),
     top_p: Optional[float] = typer.Option(None, "--top-p"),
     top_k: Optional[int] = typer.Option(None, "--top-k"),
@@ -40,10 +42,12 @@ def chat(
     """Talk to a model; see its tokens and probabilities with /view, /inspect and /branch."""
     from ..render.styles import VIEWS
 
-    if view not in VIEWS:
+    if view is not None and view not in VIEWS:
         raise UsageError(f"--view {view!r} is not one of {', '.join(VIEWS)}", "e.g. --view probs")
-    if think not in ("show", "hide"):
+    if think is not None and think not in ("show", "hide"):
         raise UsageError(f"--think {think!r} must be show or hide", "e.g. --think hide")
+    if resume and load_path:
+        raise UsageError("--continue resumes the last conversation and --load a given one", "pick one")
     from ..chat import store
     from ..chat.repl import Repl
     from ..chat.session import Session
@@ -57,22 +61,32 @@ def chat(
     saved = None
     if load_path:
         saved = store.load(Path(load_path))
-    elif resume and store.last_path().exists():
+    elif resume:
+        if not store.last_path().exists():
+            raise UsageError(f"there is no conversation to continue ({store.last_path()} does not exist)",
+                             "start one with `llmchat chat`; it is saved when you leave")
         saved = store.load(store.last_path())
     if not sys.stdin.isatty():
         raise UsageError("chat needs a terminal on stdin", "use `llmchat ask` in pipes and scripts")
     spec = registry.get(model or (saved or {}).get("model"))
-    params = sampling_params(spec, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                             repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
+    given = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                 repetition_penalty=repetition_penalty, seed=seed, max_tokens=max_tokens)
+    params = sampling_params(spec, **given)
+    if saved:  # the saved settings, under what this command line gives
+        params = store.saved_params(saved, params, given)
 
     def load_model(model_spec) -> LocalModel:
         return LocalModel(load(model_spec, dtype=dtype, device=device, quant=quant, download=download,
                                progress=terminal_progress(), force=force))
 
-    session = Session(source=load_model(spec), params=params, system=system or spec.system, view=view, think=think)
+    session = Session(source=load_model(spec), params=params, system=system or spec.system, view=view or "text",
+                      think=think or "show")
     if saved:
         store.restore(session, saved)
         session.system = system or saved.get("system")
+        session.view = view or saved.get("view") or "text"
+        session.think = think or saved.get("think") or "show"
+        session.notices.append(store.summary(saved))
     console = make_console()
     history = None if no_history else state_dir() / "history"
     Repl(session, console, registry=registry, load_model=load_model, history=history, autosave=store.last_path()).run()
