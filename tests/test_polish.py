@@ -172,3 +172,52 @@ def test_branch_takes_the_word_as_inspect_shows_it(smollm2):
         assert "isSydney" not in session.exchanges[-1].raw and "␣" not in session.exchanges[-1].raw
     list(session.branch(n, '"␣Melbourne"'))  # not an alternative: the literal text, ␣ read as a space
     assert session.exchanges[-1].raw.startswith("The capital of Australia is Melbourne")
+
+
+def _events():
+    from llmchat.engine.events import TokenEvent
+
+    return [TokenEvent(index=i, id=i, piece=t, bytes=t.encode(), text=t, is_special=False, prob=p, logprob=0.0,
+                       sample_prob=p, entropy=0.1, alternatives=())
+            for i, (t, p) in enumerate([("Hello", 0.95), (" world", 0.05), ("!", 0.37)])]
+
+
+@pytest.mark.parametrize("view, expected", [("tokens", "Hello| world|!"), ("probs", "Hello world[5%]![37%]")])
+def test_views_without_colour_show_marks(view, expected):
+    from rich.console import Console
+
+    from llmchat.render.chat_view import AnswerView
+    from llmchat.render.stream import AnswerWriter, RichSink
+    from llmchat.render.styles import write_legend
+
+    for no_color, system in ((True, "truecolor"), (False, None)):  # NO_COLOR=1, and TERM=dumb
+        chat = Console(file=io.StringIO(), force_terminal=True, no_color=no_color, color_system=system, width=100)
+        view_ = AnswerView(chat, view, "show")
+        for event in _events():
+            view_.event(event, [("answer", event.text)], "answer")
+        view_.close([])
+        assert chat.file.getvalue().strip() == expected
+        ask = Console(file=io.StringIO(), force_terminal=True, no_color=no_color, color_system=system, width=100)
+        writer = AnswerWriter(RichSink(ask), None, view=view)
+        for event in _events():
+            writer.event(event, [("answer", event.text)])
+        writer.end_line()
+        assert "\x1b[" not in ask.file.getvalue().replace("\x1b[0m", "") or no_color
+        assert ask.file.getvalue().replace("\x1b[0m", "").strip() == expected
+        write_legend(ask)
+        assert "[p%] follows each token" in ask.file.getvalue()
+
+
+@pytest.mark.parametrize("system", ["truecolor", "256", "standard"])
+def test_every_probability_band_has_its_own_colour(system):
+    import re
+
+    from rich.console import Console
+
+    from llmchat.render.styles import legend_text
+
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=system, width=200)
+    console.print(legend_text(system))
+    codes = re.findall(r"\x1b\[([0-9;]+)m [^\x1b]+ ", console.file.getvalue())
+    backgrounds = [re.sub(r"^(?:\d+;)*?(?:3\d|9\d|38;5;\d+|38;2;\d+;\d+;\d+);", "", c) for c in codes]
+    assert len(codes) == 5 and len(set(backgrounds)) == 5, codes

@@ -15,7 +15,7 @@ from ..prompt.thinking import ANSWER
 from ..sanitize import sanitize
 from ..tokenizer.pieces import byte_decoder
 from .next_view import visible
-from .styles import boundary_style, prob_style, token_style
+from .styles import boundary_style, colour_system, mark_pieces, prob_style, token_style
 
 
 class MarkdownStream:
@@ -142,7 +142,10 @@ class AnswerView:
         self.column_zero = True
 
     def event(self, event: TokenEvent, pieces: list[tuple[str, str]], channel: str) -> None:
-        style = token_style(self.view, event)
+        system = colour_system(self.console)
+        style = token_style(self.view, event, system)
+        if system is None and self.view != "text":
+            pieces = mark_pieces(self.view, event, pieces)
         if channel != ANSWER and not pieces:
             self.thinking.count()
         for channel, text in pieces:
@@ -188,7 +191,7 @@ def inspect_table(console, events: list[TokenEvent]) -> None:
         for n, a in enumerate(e.alternatives):
             alts.append(f"{n}:", style="dim")
             alts.append(visible(_piece_text(a.piece)) + f" {_pct(a.prob)}  ", style="bold" if a.id == e.id else "")
-        table.add_row(str(e.index), Text(visible(e.text) or visible(e.piece), style=prob_style(e.prob) if not math.isnan(e.prob) else ""),
+        table.add_row(str(e.index), Text(visible(e.text) or visible(e.piece), style=prob_style(e.prob, colour_system(console)) if not math.isnan(e.prob) and colour_system(console) else ""),
                       _pct(e.prob), f"{e.entropy:.2f}" if not math.isnan(e.entropy) else "-", alts)
     console.print(table)
     console.print(Text("prob: model distribution (after penalties, before temperature/top-p) · entropy in nats · "
@@ -237,7 +240,10 @@ def conversation_tokens(console, tokenizer, ids: list[int], context: int) -> Non
             continue
         text = _piece_text(piece)
         shown = sanitize(text.replace("\n", "↵\n").replace("\t", "→"))
-        line.append(shown, style=boundary_style(n))
+        system = colour_system(console)
+        if system is None and n:
+            line.append("|")  # no colour: the boundary as a mark
+        line.append(shown, style=boundary_style(n, system) if system else "")
     console.print(line)
     console.print(Text(f"{len(ids)} tokens of {context} · special tokens in purple · the model reads exactly this",
                        style="dim"))

@@ -31,8 +31,8 @@ def token_text(t: ScoredToken) -> str:
     return t.event.text if not t.event.is_special else t.event.piece
 
 
-def style(t: ScoredToken, by: str) -> str:
-    return prob_style(t.event.prob) if by == "prob" else BUCKET_STYLES[t.bucket]
+def style(t: ScoredToken, by: str, system: str | None = "truecolor") -> str:
+    return prob_style(t.event.prob, system) if by == "prob" else BUCKET_STYLES[t.bucket]
 
 
 def heatmap(console, result: Score, by: str = "rank", context: str = "") -> None:
@@ -46,7 +46,7 @@ def heatmap(console, result: Score, by: str = "rank", context: str = "") -> None
     for t in result.tokens:
         text = sanitize(token_text(t))
         if colour:
-            line.append(text, style=style(t, by))
+            line.append(text, style=style(t, by, str(console.color_system)))
         else:
             line.append(text)
             if t.rank > MARK_BEYOND:
@@ -61,10 +61,11 @@ def legend(by: str, colour: bool, context: bool = False):
     if not colour:
         return Text(f"[p% #rank] follows each token the model did not rank in its top {MARK_BEYOND}: "
                     "its probability and rank" + ("; the first token has no context and is not scored" if context else ""))
-    line = Text("dim: context, not scored · " if context else "", style="dim")
+    line = Text()
+    line.append("dim: context, not scored · " if context else "", style="dim")
     if by == "prob":
         line.append("token probability ", style="dim")
-        for label, band_style in legend_segments():
+        for label, band_style in legend_segments("truecolor"):
             line.append(label, style=band_style)
     else:
         line.append("rank of the token among the model's choices ", style="dim")

@@ -13,7 +13,7 @@ from typing import TextIO
 from ..engine.events import TokenEvent
 from ..prompt.thinking import ANSWER
 from ..sanitize import sanitize
-from .styles import token_style
+from .styles import colour_system, mark_pieces, token_style
 
 
 class Sink:
@@ -44,12 +44,16 @@ class RichSink(Sink):
 class AnswerWriter:
     def __init__(self, out: Sink, think_out: Sink | None, *, view: str = "text"):
         self.out, self.think_out, self.view = out, think_out, view
+        # a terminal without colour (NO_COLOR, TERM=dumb) shows the view as text marks
+        self.system = colour_system(out.console) if isinstance(out, RichSink) else "truecolor"
         self._wrote_answer = False
         self._think_header = False
         self._ends_with_newline = True
 
     def event(self, event: TokenEvent, pieces: list[tuple[str, str]]) -> None:
-        self._write(pieces, token_style(self.view, event))
+        if self.system is None and self.view != "text":
+            pieces = mark_pieces(self.view, event, pieces)
+        self._write(pieces, token_style(self.view, event, self.system))
 
     def finish(self, pieces: list[tuple[str, str]]) -> None:
         self._write(pieces, None)
