@@ -221,3 +221,34 @@ def test_every_probability_band_has_its_own_colour(system):
     codes = re.findall(r"\x1b\[([0-9;]+)m [^\x1b]+ ", console.file.getvalue())
     backgrounds = [re.sub(r"^(?:\d+;)*?(?:3\d|9\d|38;5;\d+|38;2;\d+;\d+;\d+);", "", c) for c in codes]
     assert len(codes) == 5 and len(set(backgrounds)) == 5, codes
+
+
+def _stream_markdown(text: str, height: int = 20) -> list[str]:
+    from rich.console import Console
+
+    from llmchat.render.chat_view import MarkdownStream
+
+    console = Console(file=io.StringIO(), width=80, height=height, force_terminal=False, color_system=None)
+    stream = MarkdownStream(console)
+    for n in range(0, len(text), 3):  # token-sized deltas
+        stream.feed(text[n:n + 3])
+    stream.close()
+    return [line.rstrip() for line in console.file.getvalue().split("\n")]
+
+
+def test_the_text_view_keeps_the_models_lines():
+    poem = "Rain on the roof,\nsoft and slow.\n\nThe gutters sing,\nthe rivers grow."
+    lines = _stream_markdown(poem)
+    assert lines[:5] == ["Rain on the roof,", "soft and slow.", "", "The gutters sing,", "the rivers grow."]
+    code = "Here:\n\n```\na = 1\nb = 2\n```\n\nDone."
+    assert [line.strip() for line in _stream_markdown(code) if line.strip()] == ["Here:", "a = 1", "b = 2", "Done."]
+
+
+def test_an_answer_taller_than_the_screen_is_drawn_one_way():
+    import re
+
+    fruits = "\n".join(f"{n}. fruit{n}" for n in range(1, 61))
+    lines = [line for line in _stream_markdown(fruits, height=20) if line.strip()]
+    assert len(lines) == 60
+    assert all(re.fullmatch(rf"\s*{n} fruit{n}", line) for n, line in zip(range(1, 61), lines)), lines[30:40]
+    assert not any(re.match(r"\d+\. ", line) for line in lines)  # no raw Markdown left in the scrollback

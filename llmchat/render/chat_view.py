@@ -19,40 +19,54 @@ from .styles import boundary_style, colour_system, mark_pieces, prob_style, toke
 
 
 class MarkdownStream:
-    """Markdown, committed block by block; the tail block is repainted in a transient Live, at most
-    REPAINT_HZ times a second (parsing and painting the tail at every token capped a 120 tok/s model
-    at ~80 on screen)."""
+    """Markdown drawn one way however long the answer: the stable part (up to the last complete
+    block, or every full line when the tail is taller than the screen) is rendered as ONE Markdown
+    document and only its new lines are printed to the scrollback; the unfinished tail is repainted
+    in a transient Live, at most REPAINT_HZ times a second (parsing and painting the tail at every
+    token capped a 120 tok/s model at ~80 on screen). Single newlines the model wrote are kept
+    (hard breaks): poems, addresses and lists keep their lines."""
 
     REPAINT_HZ = 30
 
     def __init__(self, console):
         self.console = console
-        self.buffer = ""
+        self.text = ""
+        self.stable = 0  # characters of `text` committed to the scrollback
+        self.printed = 0  # lines of the stable part's rendering already printed
         self.live = None
         self._painted = 0.0
 
     def _markdown(self, text: str):
         from rich.markdown import Markdown
 
-        return Markdown(sanitize(text), hyperlinks=False)
+        return Markdown(hard_breaks(sanitize(text)), hyperlinks=False)
+
+    def _lines(self, text: str) -> list[str]:
+        with self.console.capture() as captured:
+            self.console.print(self._markdown(text))
+        return captured.get().split("\n")[:-1]
+
+    def _commit(self, upto: int) -> None:
+        self._stop_live()
+        self.stable = upto
+        lines = self._lines(self.text[:upto]) if self.text[:upto].strip() else []
+        new = lines[self.printed:]
+        if new:
+            self.console.file.write("".join(line + "\n" for line in new))
+            self.console.file.flush()
+        self.printed = max(self.printed, len(lines))
 
     def feed(self, text: str) -> None:
-        self.buffer += text
-        cut = _block_boundary(self.buffer)
-        if cut:
-            self._stop_live()
-            self.console.print(self._markdown(self.buffer[:cut]))
-            self.buffer = self.buffer[cut:]
-        lines = self.buffer.count("\n")
-        if lines > max(4, self.console.height - 4):  # a tail taller than the screen: commit its full lines
-            self._stop_live()
-            head, _, self.buffer = self.buffer.rpartition("\n")
-            from rich.text import Text
-
-            self.console.print(Text(sanitize(head)))
+        self.text += text
+        cut = _block_boundary(self.text)
+        if self.text[cut:].count("\n") > max(4, self.console.height - 4):  # taller than the screen
+            cut = self.text.rfind("\n") + 1
+        if cut > self.stable:
+            self._commit(cut)
+        tail = self.text[self.stable:]
         now = time.monotonic()
-        if self.buffer.strip() and (self.live is None or now - self._painted >= 1 / self.REPAINT_HZ):
-            self._live().update(self._markdown(self.buffer), refresh=True)
+        if tail.strip() and (self.live is None or now - self._painted >= 1 / self.REPAINT_HZ):
+            self._live().update(self._markdown(tail), refresh=True)
             self._painted = now
 
     def _live(self):
@@ -69,10 +83,22 @@ class MarkdownStream:
             self.live = None
 
     def close(self) -> None:
-        self._stop_live()
-        if self.buffer.strip():
-            self.console.print(self._markdown(self.buffer))
-        self.buffer = ""
+        self._commit(len(self.text))
+
+
+def hard_breaks(text: str) -> str:
+    """Every newline inside a paragraph becomes a Markdown hard break (two spaces), outside code
+    fences: the model's line structure survives rendering."""
+    out, fence = [], False
+    lines = text.split("\n")
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        nxt = lines[n + 1] if n + 1 < len(lines) else ""
+        if not fence and line.strip() and nxt.strip() and not line.endswith("  "):
+            line += "  "
+        out.append(line)
+    return "\n".join(out)
 
 
 def _block_boundary(text: str) -> int:
