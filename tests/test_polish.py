@@ -252,3 +252,39 @@ def test_an_answer_taller_than_the_screen_is_drawn_one_way():
     assert len(lines) == 60
     assert all(re.fullmatch(rf"\s*{n} fruit{n}", line) for n, line in zip(range(1, 61), lines)), lines[30:40]
     assert not any(re.match(r"\d+\. ", line) for line in lines)  # no raw Markdown left in the scrollback
+
+
+def test_a_long_prompt_can_be_stopped_between_chunks_and_the_cache_stays_right(smollm2):
+    from llmchat.engine.events import Finished
+    from llmchat.engine.loop import PREFILL_CHUNK, PromptCache, generate
+    from llmchat.engine.sampling import SamplingParams
+
+    ids = smollm2.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 120)[:3 * PREFILL_CHUNK + 17]
+    params = SamplingParams(temperature=0, max_new_tokens=4)
+    seen: list[tuple[int, int]] = []
+    cache = PromptCache()
+    items = list(generate(smollm2, ids, params, cache=cache, should_stop=lambda: bool(seen),
+                          on_prefill=lambda done, total: seen.append((done, total))))
+    assert seen == [(PREFILL_CHUNK, len(ids))]  # stopped after the first chunk
+    assert len(items) == 1 and isinstance(items[0], Finished) and items[0].reason == "interrupted"
+    assert items[0].generated_tokens == 0 and cache.tokens == ids[:PREFILL_CHUNK]
+    progress: list[tuple[int, int]] = []
+    resumed = list(generate(smollm2, ids, params, cache=cache, on_prefill=lambda d, t: progress.append((d, t))))
+    fresh = list(generate(smollm2, ids, params))
+    assert resumed[-1].reused_tokens == PREFILL_CHUNK and progress[-1] == (len(ids) - PREFILL_CHUNK,) * 2
+    assert [e.id for e in resumed[:-1]] == [e.id for e in fresh[:-1]]
+
+
+def test_ctrl_c_during_a_long_prompt_in_ask(tmp_path):
+    import signal
+    import time
+
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 7000)
+    proc = subprocess.Popen([LLMCHAT, "ask", "-f", str(big), "Summarise.", "--no-server", "-t", "0", "-n", "8"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3)  # loaded, and inside the ~7,000-token prompt (about 6 s of prefill here)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.decode().strip().splitlines()[-1] == "llmchat: interrupted"
+    assert out.strip() == b""  # stopped before the first token, not after it

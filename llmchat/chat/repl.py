@@ -142,9 +142,13 @@ class Repl:
         finished = None
         stop = StopFlag()
         s.should_stop = stop
+        from ..render.progress import PrefillLine
+
+        reading = s.on_prefill = PrefillLine(self.console.file)
         try:
             with _no_echo(), sigint_sets(stop):
                 for item in iterator:
+                    reading.clear()
                     if isinstance(item, Finished):
                         finished = item
                     else:
@@ -152,7 +156,8 @@ class Repl:
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the token loop
             iterator.close()
         finally:
-            s.should_stop = None
+            reading.clear()
+            s.should_stop = s.on_prefill = None
             view.close(exchange.tail)
         if exchange.interrupted or (finished and finished.reason == "interrupted"):
             self._dim("(interrupted — the partial answer is kept)")

@@ -76,6 +76,7 @@ class Session:
     think: str = "show"  # show: stream reasoning then collapse; hide: only the one-line summary
     alternatives: int = 5
     should_stop: Callable[[], bool] | None = None  # set by the REPL while an answer streams (Ctrl-C)
+    on_prefill: Callable[[int, int], None] | None = None  # set by the REPL: a long prompt's progress
     _context_memo: tuple = field(default=(None, 0), repr=False)
     notices: list[str] = field(default_factory=list)  # things the REPL must tell the user
 
@@ -222,7 +223,7 @@ class Session:
         finished = None
         try:
             for item in self.source.generate(ids, self.params, alternatives=self.alternatives,
-                                             should_stop=self.should_stop):
+                                             should_stop=self.should_stop, on_prefill=self.on_prefill):
                 if isinstance(item, Finished):
                     finished = item
                     break

@@ -51,16 +51,22 @@ class PromptCache:
         return common
 
 
+PREFILL_CHUNK = 256  # prompt tokens per forward call: Ctrl-C and progress come between chunks
+
+
 def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingParams, *, alternatives: int = 5,
              stop: Iterable[str] = (), cache: PromptCache | None = None,
              generator: torch.Generator | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
+             should_stop: Callable[[], bool] | None = None,
+             on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
     """Stream the answer to `input_ids` (already templated) token by token.
 
     Stops on any of `loaded.eos_ids` (reason "eos"), a stop string from `params.stop` or `stop`
     ("stop"; the stop string itself is not emitted, even when it spans tokens), max_new_tokens or
     the context window ("length"), or `should_stop()` turning true / Ctrl-C inside the loop
-    ("interrupted"); `should_stop` is checked after every token.
+    ("interrupted"); `should_stop` is checked after every token, and between the PREFILL_CHUNK-token
+    chunks of the prompt, so a long prompt can be interrupted before its first token (the cache
+    then holds the chunks computed). `on_prefill(done, total)` reports the prompt's progress.
     """
     input_ids = list(input_ids)
     if not input_ids:
@@ -71,7 +77,8 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
     cache = cache if cache is not None else PromptCache()
     stops = tuple(dict.fromkeys((*params.stop, *stop)))
     sampler = make_sampler(params, generator if generator is not None else make_generator(params.seed))
-    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler, should_stop or (lambda: False))
+    return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler, should_stop or (lambda: False),
+                 on_prefill)
 
 
 def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
@@ -95,7 +102,21 @@ def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
     return out.logits[0, -1]
 
 
-def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
+def _prefill(model, cache: PromptCache, ids: list[int], should_stop, on_prefill) -> torch.Tensor | None:
+    """The prompt in chunks; None when `should_stop()` turned true between two of them."""
+    done, logits = 0, None
+    while done < len(ids):
+        part = ids[done:done + PREFILL_CHUNK]
+        logits = _forward(model, cache, part)
+        done += len(part)
+        if on_prefill is not None:
+            on_prefill(done, len(ids))
+        if done < len(ids) and should_stop():
+            return None
+    return logits
+
+
+def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop, on_prefill=None):
     model, tokenizer = loaded.model, loaded.tokenizer
     started = time.perf_counter()
     reused = cache.reuse(input_ids)
@@ -108,9 +129,11 @@ def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop):
     stats = dict(prompt_tokens=len(input_ids), reused_tokens=reused)
     generated, first_at, reason, detail = 0, None, "length", "max tokens"
     try:
-        logits = _forward(model, cache, input_ids[reused:])
+        logits = _prefill(model, cache, input_ids[reused:], should_stop, on_prefill)
         prefill_seconds = time.perf_counter() - started
-        while True:
+        if logits is None:
+            reason, detail = "interrupted", "during the prompt"
+        while logits is not None:
             logits = logits.float().cpu()
             if penalty != 1.0:
                 logits = apply_repetition_penalty(logits, torch.tensor(seen), penalty)
@@ -175,7 +198,7 @@ def next_distribution(loaded: LoadedModel, input_ids: list[int], k: int = 10) ->
     if len(input_ids) > loaded.context_length:
         raise ContextOverflow(f"the prompt is {len(input_ids)} tokens; the context is {loaded.context_length}",
                               "shorten the prompt")
-    logits = _forward(loaded.model, PromptCache(), list(input_ids)).float().cpu()
+    logits = _prefill(loaded.model, PromptCache(), list(input_ids), lambda: False, None).float().cpu()
     probs = torch.softmax(logits, dim=-1)
     return Distribution(prompt_tokens=len(input_ids), entropy=float(torch.special.entr(probs).sum()),
                         top=top_alternatives(loaded.tokenizer, probs, k))

@@ -36,8 +36,10 @@ class ModelSource(PromptModel, Protocol):
         last `keep` characters."""
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
-        """The answer to `ids`, token by token, then one Finished (see engine.loop.generate)."""
+                 should_stop: Callable[[], bool] | None = None,
+                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+        """The answer to `ids`, token by token, then one Finished (see engine.loop.generate);
+        `on_prefill(done, total)` reports the prompt's progress where the source knows it."""
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         """The model distribution over the token after `ids`."""
@@ -73,11 +75,12 @@ class LocalModel:
                                  keep=keep)
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
         from .loop import generate
 
         return generate(self.loaded, ids, params, alternatives=alternatives, stop=stop, cache=self.cache,
-                        should_stop=should_stop)
+                        should_stop=should_stop, on_prefill=on_prefill)
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         from .loop import next_distribution

@@ -18,6 +18,7 @@ from ..engine.source import ModelSource
 from ..prompt.build import Prompt
 from ..prompt.thinking import ThinkSplitter
 from ..signals import StopFlag, sigint_sets
+from .progress import PrefillLine
 from .stats import stats_line
 from .stream import AnswerWriter, RichSink, Sink
 from .styles import write_legend
@@ -53,8 +54,10 @@ def stream_answer(source: ModelSource, prompt: Prompt, params: SamplingParams, w
     tokens: list[dict] = []
     finished = None
     splitter = ThinkSplitter(source.family.think_open, source.family.think_close, prompt.starts_thinking)
+    reading = PrefillLine()  # a long prompt shows its progress on a terminal's stderr
     with sigint_sets(StopFlag()) as stop:
-        for item in source.generate(prompt.ids, params, alternatives=logprobs, should_stop=stop):
+        for item in source.generate(prompt.ids, params, alternatives=logprobs, should_stop=stop, on_prefill=reading):
+            reading.clear()
             if isinstance(item, Finished):
                 finished = item
                 break

@@ -48,3 +48,30 @@ class TerminalProgress:
 
 def terminal_progress(show: bool = True) -> TerminalProgress:
     return TerminalProgress(show)
+
+
+class PrefillLine:
+    """"reading prompt 1,024/4,700 tokens" on a terminal, once a prompt has taken more than
+    `after` seconds (a short prompt shows nothing); `clear()` removes it before the answer."""
+
+    def __init__(self, stream=None, after: float = 1.0):
+        import time
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.after, self.started, self.shown = after, time.monotonic(), False
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self.enabled or time.monotonic() - self.started < self.after:
+            return
+        self.shown = True
+        self.stream.write(f"\r\x1b[2Kreading prompt {done:,}/{total:,} tokens")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self.shown = False

@@ -112,7 +112,9 @@ class RemoteModel:
             raise _gone_mid_answer("it sent a damaged distribution") from None
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[TokenEvent | Finished]:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+        """(The server does not report its prompt's progress: `on_prefill` is not called.)"""
         self._send({"op": "generate", "ids": list(ids), "params": params.to_dict(), "logprobs": alternatives,
                     "stop": list(stop)})
         return self._events(len(ids), should_stop or (lambda: False))
