@@ -288,3 +288,14 @@ def test_ctrl_c_during_a_long_prompt_in_ask(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.decode().strip().splitlines()[-1] == "llmchat: interrupted"
     assert out.strip() == b""  # stopped before the first token, not after it
+
+
+def test_pipes_are_never_wrapped_or_padded(cli, tmp_path):
+    show = cli("models", "show").stdout.splitlines()
+    gguf = [line for line in show if line.startswith("gguf file")]
+    assert len(gguf) == 1 and gguf[0].endswith(".gguf")  # the path whole, on its line
+    listing = cli("models", env={"XDG_CONFIG_HOME": str(tmp_path / "cfg")}).stdout.splitlines()
+    assert all(line == line.rstrip() for line in show + listing)
+    assert listing[-1].endswith(f"add models in {tmp_path / 'cfg' / 'llmchat' / 'models.toml'}")
+    wide = cli("next", "-k", "100000", "Hi").stdout.splitlines()
+    assert wide[-1].startswith("entropy ") and "the top 49152 hold 100.0%" in wide[-1]

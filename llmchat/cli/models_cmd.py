@@ -39,7 +39,9 @@ def list_models(
         return
     from ..render.models_table import models_table
 
-    models_table(make_console(), rows)
+    from ..config.registry import user_registry_path
+
+    models_table(make_console(), rows, str(user_registry_path()))
 
 
 @models_app.command("show")

@@ -17,7 +17,19 @@ def make_console(stderr: bool = False, color: bool | None = None):
             self.quiet = True
             raise OutputClosed()
 
+        def _render_buffer(self, buffer) -> str:
+            text = super()._render_buffer(buffer)
+            if self.is_terminal:
+                return text
+            return "\n".join(line.rstrip(" ") for line in text.split("\n"))  # a pipe gets no padding
+
     stream = sys.stderr if stderr else sys.stdout
     no_color = color is False or (color is None and "NO_COLOR" in os.environ)
-    return _Console(file=stream, markup=False, highlight=False, emoji=False,
-                    no_color=no_color, force_terminal=True if color else None, soft_wrap=False)
+    console = _Console(file=stream, markup=False, highlight=False, emoji=False,
+                       no_color=no_color, force_terminal=True if color else None, soft_wrap=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH  # a pipe is never wrapped: a line is a record
+    return console
+
+
+PIPE_WIDTH = 100_000

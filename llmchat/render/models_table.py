@@ -16,7 +16,7 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def models_table(console, rows: list[dict[str, Any]]) -> None:
+def models_table(console, rows: list[dict[str, Any]], user_file: str = "~/.config/llmchat/models.toml") -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -33,7 +33,7 @@ def models_table(console, rows: list[dict[str, Any]]) -> None:
         table.add_row(alias, Text(row["source"]), Text(row["family"] or "-"), Text(human_size(row["size"])), available)
     console.print(table)
     console.print(Text("* default · details: llmchat models show ALIAS · fetch a repo: hf download OWNER/NAME "
-                       "(or --download) · add models in ~/.config/llmchat/models.toml", style="dim"))
+                       f"(or --download) · add models in {user_file}", style="dim"))
 
 
 def model_details(console, info: dict[str, Any]) -> None:
