@@ -299,3 +299,28 @@ def test_pipes_are_never_wrapped_or_padded(cli, tmp_path):
     assert listing[-1].endswith(f"add models in {tmp_path / 'cfg' / 'llmchat' / 'models.toml'}")
     wide = cli("next", "-k", "100000", "Hi").stdout.splitlines()
     assert wide[-1].startswith("entropy ") and "the top 49152 hold 100.0%" in wide[-1]
+
+
+def test_help_is_whole_consistent_and_has_examples(tmp_path):
+    env = dict(__import__("os").environ, COLUMNS="120")
+    top = subprocess.run([LLMCHAT, "--help"], capture_output=True, text=True, env=env).stdout
+    commands = top.split("Commands:")[1].strip().splitlines()
+    assert len(commands) == 7 and not any(line.rstrip().endswith("...") for line in commands)
+    for name in ("tokenize", "ask", "chat", "next", "score", "serve"):
+        text = subprocess.run([LLMCHAT, name, "--help"], capture_output=True, text=True, env=env).stdout
+        assert "Examples:" in text and f"llmchat {name}" in text.split("Examples:")[1], name
+        assert not any(mark in text for mark in ("<str>", "<int>", "<float>", "list[")), (name, text)
+    ask = subprocess.run([LLMCHAT, "ask", "--help"], capture_output=True, text=True, env=env).stdout
+    assert "(smollm2: 0.2)" in ask and "(smollm2: 0.9)" in ask  # where the defaults come from
+
+
+def test_models_toml_takes_max_tokens(tmp_path):
+    from llmchat.config.registry import load_registry
+    from llmchat.errors import ConfigError
+
+    toml = tmp_path / "m.toml"
+    toml.write_text(f'[models.x]\npath = "{tmp_path}"\n[models.x.sampling]\nmax_tokens = 77\n')
+    assert load_registry(toml).get("x").sampling["max_new_tokens"] == 77
+    toml.write_text(f'[models.x]\npath = "{tmp_path}"\n[models.x.sampling]\nmax_tokens = 7\nmax_new_tokens = 8\n')
+    with pytest.raises(ConfigError, match="both max_tokens and max_new_tokens"):
+        load_registry(toml)

@@ -24,7 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 
@@ -47,6 +47,61 @@ def _root(
 from . import models_cmd  # noqa: E402,F401  (registers commands)
 from . import tokenize_cmd  # noqa
 from . import ask_cmd, chat_cmd, next_cmd, score_cmd, serve_cmd  # noqa: E402,F401
+
+
+SHORT_HELP = {
+    "tokenize": "How a model's tokenizer cuts a text into tokens (no model is loaded).",
+    "ask": "Answer one prompt: the answer on stdout, for scripts and pipes.",
+    "chat": "Talk to a model; see its tokens, probabilities and alternatives.",
+    "next": "The model's distribution over the next token.",
+    "score": "How surprising a text is to the model, token by token.",
+    "serve": "Keep a model loaded for ask, or serve an OpenAI-compatible HTTP API.",
+}
+EXAMPLES = {
+    "tokenize": ['llmchat tokenize "How many r\'s are in strawberry?"', 'llmchat tokenize --chat -s "Be brief." "Hi"',
+                 "llmchat tokenize --compare smollm2,llama-3.2-1b-instruct -f text.txt"],
+    "ask": ['llmchat ask "What is the capital of France?" -t 0', 'cat notes.md | llmchat ask "Summarise this."',
+            'llmchat ask --json --logprobs 3 "Who won the 2031 Nobel Prize?"'],
+    "chat": ["llmchat chat", "llmchat chat --view probs -t 0", "llmchat chat --continue"],
+    "next": ['llmchat next "The capital of France is"', 'llmchat next --chat "What is 2+2?" --after "The answer is" -k 5'],
+    "score": ['llmchat score "The capital of France is Berlin."',
+              'llmchat score --chat --prompt "What is the capital of France?" "Paris." --table'],
+    "serve": ["llmchat serve &", "llmchat serve --http 8080", "llmchat serve status"],
+}
+PLACEHOLDERS = {str: "TEXT", int: "N", float: "X"}
+
+
+def _polish_help(typer_app: typer.Typer) -> None:
+    """One style of help: a short line per command in the list, the same placeholders (TEXT, N, X)
+    for every typed option, and examples at the end of each command's help."""
+    import inspect
+    import typing
+
+    from typer.models import ArgumentInfo, OptionInfo
+
+    core = getattr(typer, "core", None)
+    if core is not None and hasattr(core, "TyperArgument"):  # "PROMPT <str>" → "PROMPT": the metavar says it
+        core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+    for info in typer_app.registered_commands:
+        name = info.name or info.callback.__name__
+        info.short_help = info.short_help or SHORT_HELP.get(name)
+        if name in EXAMPLES and not info.epilog:
+            info.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        hints = typing.get_type_hints(info.callback)
+        for param in inspect.signature(info.callback).parameters.values():
+            default = param.default
+            if not isinstance(default, (OptionInfo, ArgumentInfo)) or default.metavar:
+                continue
+            kind = hints.get(param.name)
+            args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+            inner = typing.get_args(args[0]) or args
+            if isinstance(default, ArgumentInfo):
+                default.metavar = param.name.upper()
+            elif inner[0] in PLACEHOLDERS:
+                default.metavar = PLACEHOLDERS[inner[0]]
+    for group in typer_app.registered_groups:
+        _polish_help(group.typer_instance)
 
 
 def _guard_commands(typer_app: typer.Typer) -> None:
@@ -73,6 +128,7 @@ def _guard_commands(typer_app: typer.Typer) -> None:
         _guard_commands(group.typer_instance)
 
 
+_polish_help(app)
 _guard_commands(app)
 
 

@@ -9,7 +9,8 @@ import typer
 
 from . import app
 from ..errors import Interrupted, UsageError
-from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
+from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MAX_TOKENS_OPTION, MIN_P_OPTION,
+                     MODEL_OPTION, QUANT_OPTION, REPETITION_OPTION, TEMPERATURE_OPTION, TOP_K_OPTION, TOP_P_OPTION,
                      sampling_params)
 from .inputs import gather_parts
 
@@ -23,13 +24,13 @@ def ask(
     model: Optional[str] = MODEL_OPTION,
     file: List[str] = typer.Option([], "-f", "--file", help="Add a file's contents to the prompt (repeatable)."),
     system: Optional[str] = typer.Option(None, "-s", "--system", help="System prompt."),
-    temperature: Optional[float] = typer.Option(None, "-t", "--temperature", help="0 = greedy."),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    top_k: Optional[int] = typer.Option(None, "--top-k"),
-    min_p: Optional[float] = typer.Option(None, "--min-p"),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    temperature: Optional[float] = TEMPERATURE_OPTION,
+    top_p: Optional[float] = TOP_P_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    min_p: Optional[float] = MIN_P_OPTION,
+    repetition_penalty: Optional[float] = REPETITION_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling (default: random, reported by -v/--json)."),
-    max_tokens: Optional[int] = typer.Option(None, "-n", "--max-tokens", help="Most tokens to generate."),
+    max_tokens: Optional[int] = MAX_TOKENS_OPTION,
     stop: List[str] = typer.Option([], "--stop", help="Stop at this string (repeatable; not printed)."),
     raw: bool = typer.Option(False, "--raw", help="No chat template: plain completion (base models)."),
     hide_thinking: bool = typer.Option(False, "--hide-thinking", help="Do not show a reasoning model's thinking."),

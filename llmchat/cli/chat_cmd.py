@@ -10,7 +10,8 @@ import typer
 
 from . import app
 from ..errors import UsageError
-from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MODEL_OPTION, QUANT_OPTION,
+from .common import (DEVICE_OPTION, DOWNLOAD_OPTION, DTYPE_OPTION, FORCE_OPTION, MAX_TOKENS_OPTION, MIN_P_OPTION,
+                     MODEL_OPTION, QUANT_OPTION, REPETITION_OPTION, TEMPERATURE_OPTION, TOP_K_OPTION, TOP_P_OPTION,
                      sampling_params)
 
 
@@ -23,13 +24,13 @@ def chat(
                                        help="text (markdown, the default), tokens (boundaries) or probs (colour by probability)."),
     think: Optional[str] = typer.Option(None, "--think", metavar="MODE",
                                         help="show (the default): stream reasoning, then collapse it; hide: summary only."),
-    temperature: Optional[float] = typer.Option(None, "-t", "--temperature"),
-    top_p: Optional[float] = typer.Option(None, "--top-p"),
-    top_k: Optional[int] = typer.Option(None, "--top-k"),
-    min_p: Optional[float] = typer.Option(None, "--min-p"),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty"),
+    temperature: Optional[float] = TEMPERATURE_OPTION,
+    top_p: Optional[float] = TOP_P_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    min_p: Optional[float] = MIN_P_OPTION,
+    repetition_penalty: Optional[float] = REPETITION_OPTION,
     seed: Optional[int] = typer.Option(None, "--seed"),
-    max_tokens: Optional[int] = typer.Option(None, "-n", "--max-tokens"),
+    max_tokens: Optional[int] = MAX_TOKENS_OPTION,
     resume: bool = typer.Option(False, "--continue", help="Resume the last conversation (auto-saved on exit)."),
     load_path: Optional[str] = typer.Option(None, "--load", help="Start from a saved conversation."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not read or write the input history."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import typer
@@ -24,6 +25,44 @@ DEVICE_OPTION = typer.Option(None, "--device", metavar="DEVICE", callback=_choic
                              help="auto, cpu, cuda, mps, auto-split.")
 DOWNLOAD_OPTION = typer.Option(False, "--download", help="Download a repo that is not cached.")
 FORCE_OPTION = typer.Option(False, "--force", help="Load even when the model looks too big for free memory.")
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_sampling() -> tuple[str, dict]:
+    """The default model's [sampling] table from the shipped models.toml, read once (no registry
+    validation at import: help text must not slow `tokenize` down)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    from ..config.registry import shipped_registry_path
+
+    try:
+        data = tomllib.loads(shipped_registry_path().read_text(encoding="utf-8"))
+        alias = data.get("default", "smollm2")
+        return alias, dict(data["models"][alias].get("sampling", {}))
+    except (OSError, KeyError, ValueError, TypeError):
+        return "smollm2", {}
+
+
+def _default_of(key: str) -> str:
+    """"default: the model's [sampling] in models.toml, else 0.7 (smollm2: 0.2)"."""
+    from ..engine.sampling import SamplingParams
+
+    base = SamplingParams().to_dict()[key]
+    alias, sampling = _shipped_sampling()
+    value = sampling.get(key, sampling.get("max_new_tokens") if key == "max_tokens" else None)
+    return f"default: the model's [sampling] in models.toml, else {base} ({alias}: {value if value is not None else base})"
+
+
+# The sampling options of ask and chat: one definition, with where their defaults come from.
+TEMPERATURE_OPTION = typer.Option(None, "-t", "--temperature", metavar="X", help="0 = greedy. " + _default_of("temperature") + ".")
+TOP_P_OPTION = typer.Option(None, "--top-p", metavar="P", help="Keep the smallest set of tokens holding P. " + _default_of("top_p") + ".")
+TOP_K_OPTION = typer.Option(None, "--top-k", metavar="K", help="Keep the K most probable tokens (0 = all). " + _default_of("top_k") + ".")
+MIN_P_OPTION = typer.Option(None, "--min-p", metavar="P", help="Drop tokens below P × the top one's probability. " + _default_of("min_p") + ".")
+REPETITION_OPTION = typer.Option(None, "--repetition-penalty", metavar="X",
+                                 help="> 1 discourages repeats. " + _default_of("repetition_penalty") + ".")
+MAX_TOKENS_OPTION = typer.Option(None, "-n", "--max-tokens", metavar="N", help="Most tokens to generate. " + _default_of("max_tokens") + ".")
 
 
 @dataclass

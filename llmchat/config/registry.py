@@ -59,7 +59,8 @@ SAMPLING_KEYS: dict[str, type | tuple[type, ...]] = {
     "top_k": int,
     "min_p": (int, float),
     "repetition_penalty": (int, float),
-    "max_new_tokens": int,
+    "max_tokens": int,
+    "max_new_tokens": int,  # the older spelling, still read; `max_tokens` is the documented one
 }
 ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "path": str,
@@ -242,6 +243,10 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
                               f"allowed: {', '.join(SAMPLING_KEYS)}")
         if not isinstance(value, SAMPLING_KEYS[key]) or isinstance(value, bool):
             raise ConfigError(f"{path}:{lines.find(('models', alias, 'sampling', key))}: sampling.{key} must be a number", "see README")
+    if "max_tokens" in sampling and "max_new_tokens" in sampling:
+        raise ConfigError(f"{path}:{lines.find(('models', alias, 'sampling', 'max_tokens'))}: sampling has both max_tokens "
+                          "and max_new_tokens", "keep max_tokens")
+    sampling = {("max_new_tokens" if key == "max_tokens" else key): value for key, value in sampling.items()}
     base = path.parent
     if source == "package":
         location = f"{entry['package']}/{entry['file']}"
