@@ -320,3 +320,24 @@ def test_remote_model_answers_every_model_source_call_like_the_local_one(llama_s
         assert remote.tokenizer.decode(ids) == local.tokenizer.decode(ids)  # the lazily loaded local tokenizer
     finally:
         remote.close()
+
+
+def test_servers_are_told_apart_and_stopped_by_options(servers, cli, tiny):
+    env = servers.runtime()
+    toml = ("--models", str(tiny["toml"]))
+    servers.start(env, "-m", "tiny-llama", "--quant", "int8")
+    servers.start(env, "-m", "tiny-llama", "--dtype", "float32")
+    lines = sorted(cli("serve", "--status", env=env).stdout.splitlines())
+    assert len(lines) == 2 and sorted(line.split("\t")[4] for line in lines) == ["dtype=float32", "quant=int8"]
+    several = cli(*toml, "serve", "--stop", "-m", "tiny-llama", env=env)
+    assert several.returncode == 2 and "2 servers run tiny-llama" in one_error_line(several)
+    assert "quant=int8" in several.stderr and "dtype=float32" in several.stderr
+    one = cli(*toml, "serve", "--stop", "-m", "tiny-llama", "--quant", "int8", env=env)
+    assert one.returncode == 0
+    only = cli(*toml, "serve", "--stop", "-m", "tiny-llama", env=env)  # the model's only server left
+    assert only.returncode == 0 and "stopped the server for tiny-llama" in only.stderr
+    servers.start(env, "-m", "tiny-llama")
+    servers.start(env, "-m", "tiny-llama", "--quant", "int8")
+    stopped = cli("serve", "--stop", "--all", env=env)
+    assert stopped.returncode == 0 and stopped.stderr.count("stopped the server for tiny-llama") == 2
+    assert cli("serve", "--status", env=env).stdout == ""

@@ -32,7 +32,9 @@ def serve(
                                               help="Listen here instead of $XDG_RUNTIME_DIR/llmchat/<key>.sock."),
     idle_timeout: float = typer.Option(0.0, "--idle-timeout", metavar="SECONDS",
                                        help="Exit after this long without a request (0 = never)."),
-    stop: bool = typer.Option(False, "--stop", help="Ask the server for this model and options to exit."),
+    stop: bool = typer.Option(False, "--stop", help="Ask the server for this model and options to exit "
+                                                    "(without options: the model's only server)."),
+    stop_all: bool = typer.Option(False, "--all", help="With --stop: stop every server in the runtime directory."),
     status: bool = typer.Option(False, "--status", help="List server sockets and whether they answer."),
     http: Optional[str] = typer.Option(None, "--http", metavar="[HOST:]PORT",
                                        help="Serve the OpenAI-compatible HTTP API instead (host 127.0.0.1 unless given)."),
@@ -67,9 +69,16 @@ def serve(
         return
     if api_key_env or insecure_no_auth:
         raise UsageError("--api-key-env and --insecure-no-auth are for --http", "add --http [HOST:]PORT")
+    if stop_all:
+        if not stop or model or socket_path:
+            raise UsageError("--all goes with --stop alone", "llmchat serve --stop --all")
+        _stop_all()
+        return
     spec = ctx.obj.registry().get(model)
     path = _socket(spec, socket_path, dtype=dtype, quant=quant, device=device, create=not stop)
     if stop:
+        if socket_path is None and not (dtype or quant or device):
+            path = _only_server(spec.alias, path)
         _stop(spec.alias, path)
         return
     from ..render.progress import terminal_progress
@@ -116,6 +125,52 @@ def _socket(spec, given: str | None, *, dtype, quant, device, create: bool) -> P
     return path
 
 
+def _servers() -> list[tuple[Path, dict | None]]:
+    """(socket, pong or None) for every socket in the runtime directory."""
+    from ..paths import runtime_dir
+    from ..serve.client import request
+    from ..serve.paths import live_sockets
+
+    out = []
+    for path in live_sockets(runtime_dir()):
+        reply = request(path, "ping", timeout=2.0)
+        out.append((path, reply.get("pong") if reply else None))
+    return out
+
+
+def _options(pong: dict) -> str:
+    given = {k: v for k, v in (pong.get("options") or {}).items() if v}
+    return ",".join(f"{k}={v}" for k, v in given.items()) or "defaults"
+
+
+def _only_server(alias: str, default_path: Path) -> Path:
+    """`serve --stop -m M` without load options: the server at the default key, else the model's
+    only server; several are listed with the options that tell them apart."""
+    if default_path.exists():
+        return default_path
+    mine = [(path, pong) for path, pong in _servers() if pong and pong.get("model") == alias]
+    if len(mine) == 1:
+        return mine[0][0]
+    if len(mine) > 1:
+        listed = "; ".join(f"{_options(pong)} ({path.name})" for path, pong in mine)
+        raise UsageError(f"{len(mine)} servers run {alias}: {listed}",
+                         "add the options of the one to stop (e.g. --quant int8), or use --stop --all")
+    return default_path
+
+
+def _stop_all() -> None:
+    from ..serve.client import request
+
+    servers = [(path, pong) for path, pong in _servers() if pong]
+    if not servers:
+        raise LlmchatError("no server is running", "start one with `llmchat serve`")
+    for path, pong in servers:
+        reply = request(path, "stop", timeout=60.0)
+        ok = reply is not None and reply.get("stopping")
+        print(f"llmchat: {'stopped' if ok else 'could not stop'} the server for {pong.get('model')} "
+              f"({_options(pong)}) at {path}", file=sys.stderr)
+
+
 def _stop(alias: str, path: Path) -> None:
     from ..serve.client import request
     from ..serve.paths import STALE, probe, remove_stale
@@ -133,7 +188,7 @@ def _stop(alias: str, path: Path) -> None:
 
 
 def _status() -> None:
-    """One line per socket on stdout: state, model, pid, requests served, path."""
+    """One line per socket on stdout: state, model, pid, requests served, load options, path."""
     from ..serve.client import request
     from ..paths import runtime_dir
     from ..serve.paths import LIVE, live_sockets, probe
@@ -145,6 +200,7 @@ def _status() -> None:
         reply = request(path, "ping", timeout=2.0)
         pong = reply.get("pong") if reply else None
         if pong:
-            print(f"live\t{pong.get('model')}\tpid {pong.get('pid')}\t{pong.get('requests')} requests\t{path}")
+            print(f"live\t{pong.get('model')}\tpid {pong.get('pid')}\t{pong.get('requests')} requests\t"
+                  f"{_options(pong)}\t{path}")
         else:
-            print(f"{'busy' if probe(path) == LIVE else 'stale'}\t-\t-\t-\t{path}")
+            print(f"{'busy' if probe(path) == LIVE else 'stale'}\t-\t-\t-\t-\t{path}")

@@ -98,8 +98,9 @@ class Server:
     ONE_SHOT = ("ask", "ping", "stop")
     CALLS = ("render", "prepare", "generate", "next", "score")
 
-    def __init__(self, source: ModelSource, listener: "Listener"):
+    def __init__(self, source: ModelSource, listener: "Listener", options: dict | None = None):
         self.source, self.listener, self.sock = source, listener, listener.sock
+        self.options = dict(options or {})  # the load options as given (serve status tells servers apart)
         self.requests = 0
 
     def run(self, idle_timeout: float) -> str:
@@ -140,7 +141,8 @@ class Server:
                 return "stop"
             if op == "ping":
                 _send(conn, protocol.dumps({"pong": {"model": self.source.spec.alias, "pid": os.getpid(),
-                                                     "location": self.source.spec.location, "requests": self.requests}}))
+                                                     "location": self.source.spec.location, "requests": self.requests,
+                                                     "options": self.options, "weights": self.source.weights}}))
                 return None
             if op == "ask":
                 self.requests += 1
@@ -300,7 +302,7 @@ def serve(spec, *, path: Path, dtype: str | None, quant: str | None, device: str
 
                 loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download,
                               progress=progress, force=force)
-                server = Server(LocalModel(loaded), listener)
+                server = Server(LocalModel(loaded), listener, {"dtype": dtype, "quant": quant, "device": device})
                 print(f"llmchat: serving {spec.alias} on {path}", file=sys.stderr, flush=True)
                 why = server.run(idle_timeout)
             except _Shutdown as exc:
