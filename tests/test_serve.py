@@ -210,7 +210,8 @@ def test_ctrl_c_while_waiting_for_a_busy_server(llama_server, tiny):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert err.decode().strip().splitlines() == ["llmchat: interrupted"] and out == b""
+    assert err.decode().strip().splitlines() == ["llmchat: waiting for the server (busy with another request)",
+                                                 "llmchat: interrupted"] and out == b""
 
 
 def test_stale_socket_falls_back_in_process(servers, ask, tiny, monkeypatch):
@@ -341,3 +342,28 @@ def test_servers_are_told_apart_and_stopped_by_options(servers, cli, tiny):
     stopped = cli("serve", "--stop", "--all", env=env)
     assert stopped.returncode == 0 and stopped.stderr.count("stopped the server for tiny-llama") == 2
     assert cli("serve", "--status", env=env).stdout == ""
+
+
+def test_a_busy_server_is_announced_bounded_and_counted(llama_server, ask, tiny):
+    env, path = llama_server["env"], llama_server["path"]
+    args = ("-m", "tiny-llama", "hi", "-n", "3", "-t", "0")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as blocker:
+        blocker.connect(str(path))  # the server now waits for this client's request (up to 30 s)
+        loaded = ask(env, *args, "--server-wait", "2")
+        failed = ask(env, *args, "--server-wait", "2", "--if-busy", "fail")
+    lines = loaded.stderr.strip().splitlines()
+    assert loaded.returncode == 0 and loaded.stdout.strip() and lines == [
+        "llmchat: waiting for the server (busy with another request)",
+        "llmchat: note: the server stayed busy for 2 s; loading tiny-llama in-process"]
+    assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith(
+        "llmchat: error: the server for tiny-llama was still busy after 2 s")
+    blocker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    blocker.connect(str(path))
+    proc = subprocess.Popen([LLMCHAT, "--models", str(tiny["toml"]), "ask", *args, "-v"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env))
+    time.sleep(2.5)
+    blocker.close()  # the server is free: the ask waited about 2.5 s, and says so in its timings
+    out, err = proc.communicate(timeout=60)
+    ttft = float(err.split("TTFT ")[1].split("s")[0])
+    assert proc.returncode == 0 and "waiting for the server" in err and ttft >= 2.0

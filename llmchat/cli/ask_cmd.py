@@ -49,6 +49,10 @@ def ask(
     download: bool = DOWNLOAD_OPTION,
     force: bool = FORCE_OPTION,
     no_server: bool = typer.Option(False, "--no-server", help="Do not use a running `llmchat serve`; load in-process."),
+    server_wait: Optional[float] = typer.Option(None, "--server-wait", metavar="SECONDS",
+                                                help="Wait at most this long for a busy server (default: for ever)."),
+    if_busy: str = typer.Option("load", "--if-busy", metavar="load|fail",
+                                help="After --server-wait: load the model in-process, or fail (exit 1)."),
     keep_alive: bool = typer.Option(False, "--keep-alive",
                                     help="Start a background server (idle timeout 600 s) for later asks."),
 ) -> None:
@@ -63,6 +67,10 @@ def ask(
         raise UsageError("--raw-output writes unfiltered model bytes and is for pipes only", "pipe the output or drop --raw-output")
     if logprobs < 0:
         raise UsageError("--logprobs must be ≥ 0", "e.g. --logprobs 5")
+    if if_busy not in ("load", "fail"):
+        raise UsageError(f"--if-busy {if_busy!r} must be load or fail", "e.g. --if-busy fail")
+    if server_wait is not None and not server_wait >= 0:
+        raise UsageError("--server-wait must be ≥ 0 seconds", "e.g. --server-wait 10")
     if logprobs and not (as_json or jsonl):
         raise UsageError("--logprobs adds per-token data to the JSON output", "add --json (or --jsonl)")
     if raw and system is not None:
@@ -80,7 +88,8 @@ def ask(
     options = dict(system=system, raw=raw, truncate=truncate, as_json=as_json, logprobs=logprobs, view=view,
                    verbose=verbose, hide_thinking=hide_thinking, thinking_to_stderr=thinking_to_stderr,
                    raw_output=raw_output, keep=parts.keep if parts else 0)
-    if not jsonl and not no_server and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device):
+    if not jsonl and not no_server and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device,
+                                                      wait=server_wait, if_busy=if_busy):
         return
     if keep_alive:
         from ..serve.client import spawn_server
@@ -104,13 +113,25 @@ def ask(
         raise Interrupted("interrupted")
 
 
-def _answer_remote(spec, text, params, options, *, dtype, quant, device) -> bool:
+def _answer_remote(spec, text, params, options, *, dtype, quant, device, wait=None, if_busy="load") -> bool:
     """Answer through a live `llmchat serve` for this model and load options; False when there is
     none (or it went away before answering) and the caller should load the model itself."""
     from ..render.answer import answer_once
-    from ..serve.client import ServerGone, find_server
+    from ..errors import LlmchatError
+    from ..serve.client import ServerBusy, ServerGone, find_server
 
-    remote = find_server(spec, dtype=dtype, quant=quant, device=device)
+    def waiting() -> None:
+        print("llmchat: waiting for the server (busy with another request)", file=sys.stderr, flush=True)
+
+    try:
+        remote = find_server(spec, dtype=dtype, quant=quant, device=device, wait=wait, on_wait=waiting)
+    except ServerBusy as exc:
+        if if_busy == "fail":
+            raise LlmchatError(f"the server for {spec.alias} was still busy after {exc.waited:.0f} s",
+                               "wait longer (--server-wait), load in-process (--if-busy load or --no-server)") from None
+        print(f"llmchat: note: the server stayed busy for {exc.waited:.0f} s; loading {spec.alias} in-process",
+              file=sys.stderr, flush=True)
+        return False
     if remote is None:
         return False
     try:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -37,11 +38,20 @@ class _Stopped(Exception):
     pass
 
 
+class ServerBusy(Exception):
+    """The server did not take the request within the caller's bound (`ask --server-wait`)."""
+
+    def __init__(self, waited: float):
+        super().__init__(f"busy for {waited:.1f} s")
+        self.waited = waited
+
+
 def socket_for(spec, *, dtype: str | None, quant: str | None, device: str | None) -> Path:
     return default_socket(server_key(spec, dtype=dtype, quant=quant, device=device))
 
 
-def find_server(spec, *, dtype: str | None, quant: str | None, device: str | None) -> "RemoteModel | None":
+def find_server(spec, *, dtype: str | None, quant: str | None, device: str | None, wait: float | None = None,
+                on_wait: Callable[[], None] | None = None) -> "RemoteModel | None":
     """A connection to the live server for this model and these options, or None. A socket left by
     a dead server is removed on the way; a socket directory that is not ours and private is never
     used (someone else's socket could read our prompts), so `ask` quietly loads in-process."""
@@ -57,7 +67,7 @@ def find_server(spec, *, dtype: str | None, quant: str | None, device: str | Non
     except (LlmchatError, OSError):
         return None
     try:
-        return RemoteModel(conn, spec)
+        return RemoteModel(conn, spec, wait=wait, on_wait=on_wait)
     except ServerGone:
         return None
 
@@ -65,12 +75,37 @@ def find_server(spec, *, dtype: str | None, quant: str | None, device: str | Non
 class RemoteModel:
     """A ModelSource served by `llmchat serve`, over one connection (`hello`, then calls)."""
 
-    def __init__(self, conn, spec):
+    def __init__(self, conn, spec, *, wait: float | None = None, on_wait: Callable[[], None] | None = None):
+        """Say hello and wait for the server to take us: it may be busy with another client or still
+        loading. After a second `on_wait()` is called (once); after `wait` seconds ServerBusy."""
         self.conn, self.spec = conn, spec
         self.reader = protocol.LineReader(conn)
         self._tokenizer = None
-        # No timeout while waiting: the server may be busy with another client or still loading.
-        model = self._call({"op": "hello"}, "model")
+        started, told = time.monotonic(), []
+
+        def poll() -> None:
+            waited = time.monotonic() - started
+            if not told and waited > 1.0 and on_wait is not None:
+                told.append(on_wait())
+            if wait is not None and waited > wait:
+                raise ServerBusy(waited)
+
+        self._send({"op": "hello"})
+        self.conn.settimeout(POLL_SECONDS)
+        try:
+            reply = self.reader.read(poll=poll)
+        except ServerBusy:
+            self.close()
+            raise
+        except (OSError, protocol.ProtocolError):
+            reply = None
+        self.waited = time.monotonic() - started  # counted in the first answer's timings
+        if reply is None or "model" not in reply:
+            self.close()
+            if reply is not None and "error" in reply:
+                raise protocol.rebuild_error(reply["error"])
+            raise ServerGone()
+        model = reply["model"]
         try:
             self.weights, self.backend = str(model["weights"]), str(model["backend"])
             self.context_length = int(model["context_length"])
@@ -187,7 +222,12 @@ class RemoteModel:
                     if "token" in record:
                         event = codec.token_from_dict(record["token"])
                     elif "finished" in record:
-                        yield codec.finished_from_dict(record["finished"])
+                        finished = codec.finished_from_dict(record["finished"])
+                        if self.waited:  # the time spent waiting for the server is part of this answer
+                            finished = replace(finished, ttft=finished.ttft + self.waited,
+                                               total_seconds=finished.total_seconds + self.waited)
+                            self.waited = 0.0
+                        yield finished
                         return
                     elif "error" in record:
                         raise protocol.rebuild_error(record["error"])
