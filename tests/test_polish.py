@@ -324,3 +324,20 @@ def test_models_toml_takes_max_tokens(tmp_path):
     toml.write_text(f'[models.x]\npath = "{tmp_path}"\n[models.x.sampling]\nmax_tokens = 7\nmax_new_tokens = 8\n')
     with pytest.raises(ConfigError, match="both max_tokens and max_new_tokens"):
         load_registry(toml)
+
+
+def test_chat_cosmetics(loaded, registry, tmp_path):
+    from llmchat.chat.session import Session
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+    from llmchat.render.chat_view import shown
+    from test_chat import run_repl
+
+    assert shown("ðŁ") == "<F0 9F>" and shown("Ġworld") == "␣world"  # as `tokenize` shows a partial character
+    session = Session(source=LocalModel(loaded("tiny-llama")), params=SamplingParams(temperature=0, max_new_tokens=512))
+    text = run_repl(session, ["hi", "/tokens", "/model tiny-r1", "again", "/exit"], tmp_path, registry=registry)
+    assert "max_tokens lowered from 512 to 128" in text and session.params.max_new_tokens == 128
+    assert "error:" not in text
+    assert len(session.exchanges) == 2 and session.exchanges[-1].finished is not None  # the message was answered
+    assert "the conversation plus the generation prompt" in text
+    assert "weights none" not in text and "computed by llmchat's own CPU forward pass" in text

@@ -103,6 +103,7 @@ class Repl:
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
         self._dim(f"{self.session.source.spec.alias} · /help for commands · Ctrl-D to leave")
+        self.session.fit_settings()
         self._notices()
         while self.running:
             line = self.read()
@@ -123,7 +124,8 @@ class Repl:
                     self._error(f"unknown command /{sanitize(item.name)}")
                     self.cmd_help("")
                 else:
-                    handler(item.args)
+                    with _no_echo():  # keys typed while a command runs reach the next prompt, once
+                        handler(item.args)
             else:
                 self.stream(lambda: self.session.ask(item))
         except LlmchatError as exc:
@@ -229,8 +231,9 @@ class Repl:
             self.session.source = self.load_model(previous)  # keep the chat usable
             raise
         source = self.session.source
-        self._dim(f"model: {spec.alias} ({source.context_length} tokens of context; weights {source.weights} "
-                  f"on {source.backend}'s forward, {getattr(source, 'device', 'remote')})")
+        self.session.fit_settings()
+        self._dim(f"model: {spec.alias} · {source.context_length:,} tokens of context · {describe_weights(source)}")
+        self._notices()
 
     def cmd_view(self, args: str) -> None:
         if not args:
@@ -396,6 +399,18 @@ def _no_echo():
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSANOW, old)
+
+
+def describe_weights(source) -> str:
+    """Plain words for how a model computes: "int4 weights (with int8 groups), llmchat's own CPU
+    forward pass" rather than "weights none on llmchat's forward"."""
+    kinds = [k for k in str(source.weights).split("+") if k]
+    names = {"none": "unquantized weights", "int4": "int4 weights", "int8": "int8 weights",
+             "int8-group": "int8 weights in groups of 32"}
+    weights = " + ".join(names.get(k, k) for k in kinds) or "weights"
+    engine = {"llmchat": "llmchat's own CPU forward pass", "transformers": "transformers' modeling code"}
+    where = getattr(source, "device", None)
+    return f"{weights}, computed by {engine.get(source.backend, source.backend)}" + (f" on {where}" if where else "")
 
 
 def _empty_device_cache() -> None:

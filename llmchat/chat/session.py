@@ -256,6 +256,16 @@ class Session:
         return self.source.score(ids, start, alternatives=self.alternatives)
 
     # ------------------------------------------------------------------ settings
+    def fit_settings(self) -> None:
+        """Max tokens that the model's context cannot hold are lowered (to half the context), with a
+        notice: a 256-token model after /model must not refuse every message."""
+        limit = self.source.context_length
+        if self.params.max_new_tokens >= limit:
+            lowered = max(1, limit // 2)
+            self.notices.append(f"max_tokens lowered from {self.params.max_new_tokens} to {lowered} to fit "
+                                f"{self.source.spec.alias}'s {limit}-token context (/set max_tokens N to change it)")
+            self.params = replace(self.params, max_new_tokens=lowered)
+
     def set(self, key: str, value: str) -> str:
         if key not in SETTABLE:
             raise UsageError(f"unknown setting {key!r}", f"settable: {', '.join(SETTABLE)}")

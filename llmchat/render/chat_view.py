@@ -216,8 +216,8 @@ def inspect_table(console, events: list[TokenEvent]) -> None:
         alts = Text()
         for n, a in enumerate(e.alternatives):
             alts.append(f"{n}:", style="dim")
-            alts.append(visible(_piece_text(a.piece)) + f" {_pct(a.prob)}  ", style="bold" if a.id == e.id else "")
-        table.add_row(str(e.index), Text(visible(e.text) or visible(e.piece), style=prob_style(e.prob, colour_system(console)) if not math.isnan(e.prob) and colour_system(console) else ""),
+            alts.append(shown(a.piece) + f" {_pct(a.prob)}  ", style="bold" if a.id == e.id else "")
+        table.add_row(str(e.index), Text(shown(e.piece) if not e.text else visible(e.text), style=prob_style(e.prob, colour_system(console)) if not math.isnan(e.prob) and colour_system(console) else ""),
                       _pct(e.prob), f"{e.entropy:.2f}" if not math.isnan(e.entropy) else "-", alts)
     console.print(table)
     console.print(Text("prob: model distribution (after penalties, before temperature/top-p) · entropy in nats · "
@@ -228,7 +228,7 @@ def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console.print(Text(f"token {event.index}: ", style="bold") + Text(visible(event.text) or visible(event.piece))
+    console.print(Text(f"token {event.index}: ", style="bold") + Text(visible(event.text) if event.text else shown(event.piece))
                   + Text(f"  id {event.id} · piece {sanitize(repr(event.piece))} · bytes {event.bytes.hex(' ') or '-'} · "
                          f"prob {_pct(event.prob)} · sampled with prob {_pct(event.sample_prob)} · "
                          f"entropy {event.entropy:.2f} nats", style="dim"))
@@ -237,16 +237,28 @@ def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
         table.add_column(name, no_wrap=True)
     for n, a in enumerate(event.alternatives):
         mark = " ◂ chosen" if a.id == event.id else ""
-        table.add_row(str(n), Text(visible(_piece_text(a.piece))), _pct(a.prob),
+        table.add_row(str(n), Text(shown(a.piece)), _pct(a.prob),
                       Text("█" * int(round(a.prob * width)), style="cyan") + Text(mark, style="bold"))
     console.print(table)
 
 
-def _piece_text(piece: str) -> str:
+def _piece_bytes(piece: str) -> bytes:
     table = byte_decoder()
     if piece and all(ch in table for ch in piece):
-        return bytes(table[ch] for ch in piece).decode("utf-8", "backslashreplace")
-    return piece.replace("\u2581", " ")
+        return bytes(table[ch] for ch in piece)
+    return piece.replace("\u2581", " ").encode("utf-8")
+
+
+def _piece_text(piece: str) -> str:
+    return _piece_bytes(piece).decode("utf-8", "replace")
+
+
+def shown(piece: str) -> str:
+    """A token piece as `tokenize` shows it: whitespace visible, bytes that are only part of a
+    character as <F0 9F>."""
+    from .tokenize_view import segments
+
+    return "".join(text if partial else visible(text) for text, partial in segments(_piece_bytes(piece)))
 
 
 def _pct(p: float) -> str:
@@ -271,5 +283,6 @@ def conversation_tokens(console, tokenizer, ids: list[int], context: int) -> Non
             line.append("|")  # no colour: the boundary as a mark
         line.append(shown, style=boundary_style(n, system) if system else "")
     console.print(line)
-    console.print(Text(f"{len(ids)} tokens of {context} · special tokens in purple · the model reads exactly this",
-                       style="dim"))
+    console.print(Text(f"{len(ids)} tokens of {context}: the conversation plus the generation prompt the next turn "
+                       "adds (the status bar counts the conversation alone) · special tokens in purple · the model "
+                       "reads exactly this", style="dim"))

@@ -117,6 +117,6 @@ def table(console, result: Score) -> None:
 
 
 def _alt(piece: str) -> str:
-    from .chat_view import _piece_text
+    from .chat_view import shown
 
-    return visible(_piece_text(piece))
+    return shown(piece)
