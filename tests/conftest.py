@@ -153,3 +153,15 @@ def stderr_of_main(args: list[str]) -> str:
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prepared_default_model():
+    """Convert the default GGUF once, first: its one-time "first use of …" note on stderr then
+    never lands in whichever test happens to run smollm2 first (the note has its own test,
+    test_polish.py::test_first_use_of_a_gguf_says_so_even_in_a_pipe, in a cache of its own)."""
+    from llmchat.config.registry import load_registry
+    from llmchat.model.files import gguf_file
+    from llmchat.model.gguf.convert import ensure_gguf_weights
+
+    ensure_gguf_weights(gguf_file(load_registry().get("smollm2")))

@@ -341,3 +341,12 @@ def test_chat_cosmetics(loaded, registry, tmp_path):
     assert len(session.exchanges) == 2 and session.exchanges[-1].finished is not None  # the message was answered
     assert "the conversation plus the generation prompt" in text
     assert "weights none" not in text and "computed by llmchat's own CPU forward pass" in text
+
+
+def test_first_use_of_a_gguf_says_so_even_in_a_pipe(cli, tmp_path):
+    proc = cli("tokenize", "--count", "hi", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and proc.stdout.strip() == "1"
+    assert proc.stderr.startswith("llmchat: note: first use of SmolLM2-135M-Instruct.Q4_1.gguf: preparing it once")
+    assert proc.stderr.count("\n") == 1  # one line, no bar in a pipe
+    again = cli("tokenize", "--count", "hi", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert again.stderr == ""  # cached: nothing to say

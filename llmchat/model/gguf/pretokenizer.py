@@ -19,13 +19,10 @@ _ISOLATE = {"type": "Split", "pattern": {"Regex": "\\p{N}"}, "behavior": "Isolat
 
 
 def gguf_pre_tokenizer(path: Path) -> str | None:
-    from gguf import GGUFReader
+    """llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`), read by the header check's parser."""
+    from .check import check_gguf
 
-    field = GGUFReader(str(path)).fields.get("tokenizer.ggml.pre")
-    if field is None:
-        return None
-    value = field.contents()
-    return value if isinstance(value, str) else None
+    return check_gguf(path)["pre"]
 
 
 def fix_tokenizer_json(tokenizer_json: Path, pre: str | None) -> bool:
