@@ -11,13 +11,7 @@ import sys
 import pytest
 
 from conftest import LLMCHAT
-
-
-@pytest.fixture
-def tiny_cli(cli, tiny):
-    def run(*args, **kwargs):
-        return cli("--models", str(tiny["toml"]), *args, **kwargs)
-    return run
+from test_ask import tiny_cli  # noqa: F401  (the fixture: the CLI with the tiny models' registry)
 
 
 def one_line(proc) -> str:
