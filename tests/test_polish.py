@@ -344,3 +344,36 @@ def test_first_use_of_a_gguf_says_so_even_in_a_pipe(cli, tmp_path):
     assert proc.stderr.count("\n") == 1  # one line, no bar in a pipe
     again = cli("tokenize", "--count", "hi", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert again.stderr == ""  # cached: nothing to say
+
+
+def test_branch_inside_a_character_completes_it(smollm2):
+    from llmchat.chat.session import Session
+    from llmchat.engine.sampling import SamplingParams
+    from llmchat.engine.source import LocalModel
+
+    session = Session(source=LocalModel(smollm2), params=SamplingParams(temperature=0, max_new_tokens=12))
+    events = [e for e in session.ask("Write a smiley emoji.") if not hasattr(e, "reason")]
+    split = next(i for i, e in enumerate(events) if not e.is_special and e.text == "" and i + 1 < len(events))
+    list(session.branch(split, "0"))  # force the same byte token: the prefix ends inside a character
+    branched = session.exchanges[-1]
+    ids = [e.id for e in branched.events]
+    assert "\ufffd" not in branched.raw
+    assert branched.raw == smollm2.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_a_resize_mid_answer_takes_the_new_width():
+    from rich.console import Console
+
+    from llmchat.render.chat_view import MarkdownStream
+
+    console = Console(file=io.StringIO(), width=100, height=20, force_terminal=False, color_system=None)
+    stream = MarkdownStream(console)
+    paragraph = "word " * 40 + "\n\n"
+    stream.feed(paragraph * 2)
+    console.width = 40  # the terminal was made narrower mid-answer
+    stream.feed(paragraph * 2)
+    stream.close()
+    lines = [line.rstrip() for line in console.file.getvalue().split("\n") if line.strip()]
+    narrow = lines[len(lines) // 2:]
+    assert max(len(line) for line in lines[:2]) > 40 and all(len(line) <= 40 for line in narrow)
+    assert " ".join(lines).split() == ("word " * 160).split()  # every word once: nothing repeated or lost

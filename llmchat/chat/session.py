@@ -166,9 +166,8 @@ class Session:
         detok = IncrementalDetokenizer(self.source.tokenizer)  # re-derive the text of kept + forced tokens
         prefix = [replace(e, index=i, text="" if e.is_special else detok.add(e.id))
                   for i, e in enumerate(last.events[:index] + forced)]
-        tail = detok.flush()
-        if tail and prefix:
-            prefix[-1] = replace(prefix[-1], text=prefix[-1].text + tail)
+        # a character the prefix leaves unfinished (a forced byte of an emoji) is not flushed into
+        # U+FFFD: the generation continues the prefix's text and completes it
         self.exchanges[-1] = Exchange(user=last.user, events=list(prefix))
         ids = self.prompt_ids() + [e.id for e in prefix]
         if len(ids) >= self.source.context_length:
@@ -222,8 +221,10 @@ class Session:
         raw = ["".join(e.text for e in exchange.events)]
         finished = None
         try:
+            continues = [e.id for e in exchange.events]  # the /branch prefix, whose text is shown already
             for item in self.source.generate(ids, self.params, alternatives=self.alternatives,
-                                             should_stop=self.should_stop, on_prefill=self.on_prefill):
+                                             should_stop=self.should_stop, on_prefill=self.on_prefill,
+                                             continues=continues):
                 if isinstance(item, Finished):
                     finished = item
                     break

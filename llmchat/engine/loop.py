@@ -58,7 +58,8 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
              stop: Iterable[str] = (), cache: PromptCache | None = None,
              generator: torch.Generator | None = None,
              should_stop: Callable[[], bool] | None = None,
-             on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+             on_prefill: Callable[[int, int], None] | None = None,
+             continues: Iterable[int] = ()) -> Iterator[TokenEvent | Finished]:
     """Stream the answer to `input_ids` (already templated) token by token.
 
     Stops on any of `loaded.eos_ids` (reason "eos"), a stop string from `params.stop` or `stop`
@@ -67,6 +68,8 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
     ("interrupted"); `should_stop` is checked after every token, and between the PREFILL_CHUNK-token
     chunks of the prompt, so a long prompt can be interrupted before its first token (the cache
     then holds the chunks computed). `on_prefill(done, total)` reports the prompt's progress.
+    `continues`: the last ids of the prompt whose text the caller already showed (a /branch prefix):
+    the answer's text continues theirs, so a character they split is completed, not broken.
     """
     input_ids = list(input_ids)
     if not input_ids:
@@ -78,7 +81,7 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
     stops = tuple(dict.fromkeys((*params.stop, *stop)))
     sampler = make_sampler(params, generator if generator is not None else make_generator(params.seed))
     return _loop(loaded, input_ids, params, alternatives, stops, cache, sampler, should_stop or (lambda: False),
-                 on_prefill)
+                 on_prefill, tuple(continues))
 
 
 def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
@@ -116,7 +119,7 @@ def _prefill(model, cache: PromptCache, ids: list[int], should_stop, on_prefill)
     return logits
 
 
-def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop, on_prefill=None):
+def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop, on_prefill=None, continues=()):
     model, tokenizer = loaded.model, loaded.tokenizer
     started = time.perf_counter()
     reused = cache.reuse(input_ids)
@@ -125,6 +128,8 @@ def _loop(loaded, input_ids, params, k, stops, cache, sampler, should_stop, on_p
     penalty = params.repetition_penalty
     seen = list(input_ids) if penalty != 1.0 else []
     detok = IncrementalDetokenizer(tokenizer)
+    for token in continues:  # their text was shown by the caller; only what they leave held carries on
+        detok.add(token)
     releaser = StopReleaser(stops)
     stats = dict(prompt_tokens=len(input_ids), reused_tokens=reused)
     generated, first_at, reason, detail = 0, None, "length", "max tokens"

@@ -37,9 +37,11 @@ class ModelSource(PromptModel, Protocol):
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
                  should_stop: Callable[[], bool] | None = None,
-                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+                 on_prefill: Callable[[int, int], None] | None = None,
+                 continues: Iterable[int] = ()) -> Iterator[TokenEvent | Finished]:
         """The answer to `ids`, token by token, then one Finished (see engine.loop.generate);
-        `on_prefill(done, total)` reports the prompt's progress where the source knows it."""
+        `on_prefill(done, total)` reports the prompt's progress where the source knows it;
+        `continues`: trailing prompt ids whose text the caller showed (see engine.loop.generate)."""
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         """The model distribution over the token after `ids`."""
@@ -76,11 +78,12 @@ class LocalModel:
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
                  should_stop: Callable[[], bool] | None = None,
-                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+                 on_prefill: Callable[[int, int], None] | None = None,
+                 continues: Iterable[int] = ()) -> Iterator[TokenEvent | Finished]:
         from .loop import generate
 
         return generate(self.loaded, ids, params, alternatives=alternatives, stop=stop, cache=self.cache,
-                        should_stop=should_stop, on_prefill=on_prefill)
+                        should_stop=should_stop, on_prefill=on_prefill, continues=continues)
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         from .loop import next_distribution

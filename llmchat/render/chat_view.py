@@ -32,7 +32,9 @@ class MarkdownStream:
         self.console = console
         self.text = ""
         self.stable = 0  # characters of `text` committed to the scrollback
-        self.printed = 0  # lines of the stable part's rendering already printed
+        self.base = 0  # where the document being rendered starts (moves on when the width changes)
+        self.width = console.width
+        self.printed = 0  # lines of that document's rendering already printed
         self.live = None
         self._painted = 0.0
 
@@ -48,8 +50,11 @@ class MarkdownStream:
 
     def _commit(self, upto: int) -> None:
         self._stop_live()
+        if self.console.width != self.width:  # resized: what is printed stays, the rest takes the new width
+            self.width, self.base, self.printed = self.console.width, self.stable, 0
         self.stable = upto
-        lines = self._lines(self.text[:upto]) if self.text[:upto].strip() else []
+        document = self.text[self.base:upto]
+        lines = self._lines(document) if document.strip() else []
         new = lines[self.printed:]
         if new:
             self.console.file.write("".join(line + "\n" for line in new))

@@ -148,10 +148,11 @@ class RemoteModel:
 
     def generate(self, ids: list[int], params: SamplingParams, *, alternatives: int = 5, stop: Iterable[str] = (),
                  should_stop: Callable[[], bool] | None = None,
-                 on_prefill: Callable[[int, int], None] | None = None) -> Iterator[TokenEvent | Finished]:
+                 on_prefill: Callable[[int, int], None] | None = None,
+                 continues: Iterable[int] = ()) -> Iterator[TokenEvent | Finished]:
         """(The server does not report its prompt's progress: `on_prefill` is not called.)"""
         self._send({"op": "generate", "ids": list(ids), "params": params.to_dict(), "logprobs": alternatives,
-                    "stop": list(stop)})
+                    "stop": list(stop), "continues": list(continues)})
         return self._events(len(ids), should_stop or (lambda: False))
 
     def score(self, ids: list[int], start: int, *, alternatives: int = 5, window: int | None = None, progress=None):

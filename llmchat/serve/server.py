@@ -192,7 +192,7 @@ class Server:
                 return _send(conn, protocol.dumps({"score": codec.score_to_dict(result)}))
             params = SamplingParams.from_dict(request.get("params"))
             return self.stream(conn, _ids(request.get("ids")), params, int(request.get("logprobs") or 0),
-                               tuple(request.get("stop") or ()))
+                               tuple(request.get("stop") or ()), _ids(request.get("continues") or []))
         except LlmchatError as exc:
             return _send(conn, protocol.error_line(exc))
         except Exception as exc:  # a bug: keep serving; the client reports it in one line
@@ -200,7 +200,7 @@ class Server:
             return _send(conn, protocol.error_line(exc))
 
     def stream(self, conn: socket.socket, ids: list[int], params: SamplingParams, alternatives: int,
-               stop_strings: tuple = ()) -> bool:
+               stop_strings: tuple = (), continues: list[int] | None = None) -> bool:
         """The events of one generation. A failed send means the client left (Ctrl-C, `| head`):
         it sets the engine's stop flag, which ends the generation after the current token and
         leaves the PromptCache consistent."""
@@ -210,7 +210,8 @@ class Server:
             if not stop.requested and not _send(conn, line):
                 stop.requested = True
 
-        for item in self.source.generate(ids, params, alternatives=alternatives, stop=stop_strings, should_stop=stop):
+        for item in self.source.generate(ids, params, alternatives=alternatives, stop=stop_strings, should_stop=stop,
+                                         continues=continues or ()):
             if isinstance(item, Finished):
                 send(protocol.finished_line(item))
                 break
