@@ -7,10 +7,7 @@ the answer (kept, marked interrupted); at the prompt it clears the line. Ctrl-D 
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +22,7 @@ from ..signals import StopFlag, sigint_sets
 from . import store
 from .commands import COMMANDS, Command, help_rows, parse
 from .session import Session, set_example
+from .terminal import history as _history, no_echo as _no_echo
 
 
 class Repl:
@@ -335,70 +333,6 @@ class Repl:
                 store.save(self.session, self.autosave)
             except OSError:
                 pass
-
-
-MAX_HISTORY_BYTES = 8 * 1024 * 1024
-
-
-def _history(path: Path):
-    """prompt_toolkit's FileHistory, in a file created 0600 (never followed through a symlink),
-    reading back only entries that are valid UTF-8, from a file of bounded size."""
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-
-    class SafeFileHistory(FileHistory):
-        def load_history_strings(self):
-            try:
-                with open(self.filename, "rb") as fh:
-                    fh.seek(max(0, os.fstat(fh.fileno()).st_size - MAX_HISTORY_BYTES))
-                    data = fh.read()
-            except OSError:
-                return []
-            strings, entry, valid = [], [], True
-            for raw in data.splitlines(keepends=True) + [b"\n"]:
-                if raw.startswith(b"+"):
-                    try:
-                        entry.append(raw[1:].decode("utf-8"))
-                    except UnicodeDecodeError:
-                        valid = False  # skip the whole entry, not just the line
-                    continue
-                if entry and valid:
-                    strings.append("".join(entry)[:-1])
-                entry, valid = [], True
-            return list(reversed(strings))
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            return InMemoryHistory()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        os.close(fd)
-        os.chmod(path, 0o600)
-    except OSError:
-        return InMemoryHistory()
-    return SafeFileHistory(str(path))
-
-
-@contextlib.contextmanager
-def _no_echo():
-    """While an answer streams, keys typed ahead are not echoed into it (they still reach the
-    next prompt); Ctrl-C still interrupts."""
-    try:
-        import termios
-
-        fd = sys.stdin.fileno()
-        old = termios.tcgetattr(fd) if os.isatty(fd) else None
-    except Exception:  # no termios (Windows), no real stdin (tests with pipe input)
-        old = None
-    if old is None:
-        yield
-        return
-    new = list(old)
-    new[3] &= ~(termios.ECHO | termios.ICANON)
-    try:
-        termios.tcsetattr(fd, termios.TCSANOW, new)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSANOW, old)
 
 
 def describe_weights(source) -> str:

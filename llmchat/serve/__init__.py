@@ -3,7 +3,8 @@
 Modules: `paths` (where the socket lives, who may use it, is a server alive), `protocol` (the
 wire format, no torch), `server` (the accept loop around an `engine.source.LocalModel`), `client`
 (`RemoteModel`, a ModelSource over the socket; stale-socket cleanup; starting a detached server
-for --keep-alive).
+for --keep-alive), and the HTTP face: `http` (the starlette app and `serve_http`), `openai_api`
+(OpenAI's request and record shapes), `engine_queue` (requests in order onto one worker thread).
 
 Wire format (version 2) — newline-delimited JSON (ASCII only) over a Unix socket. Every request
 carries "version": 2 and an "op". Tokens, stats and the family are in the engine's one dict form

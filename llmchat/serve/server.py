@@ -193,11 +193,8 @@ class Server:
             params = SamplingParams.from_dict(request.get("params"))
             return self.stream(conn, _ids(request.get("ids")), params, int(request.get("logprobs") or 0),
                                tuple(request.get("stop") or ()), _ids(request.get("continues") or []))
-        except LlmchatError as exc:
-            return _send(conn, protocol.error_line(exc))
-        except Exception as exc:  # a bug: keep serving; the client reports it in one line
-            print(f"llmchat: serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            return _send(conn, protocol.error_line(exc))
+        except Exception as exc:  # noqa: BLE001  (reported to the client; the server goes on)
+            return _send_error(conn, exc)
 
     def stream(self, conn: socket.socket, ids: list[int], params: SamplingParams, alternatives: int,
                stop_strings: tuple = (), continues: list[int] | None = None) -> bool:
@@ -227,11 +224,16 @@ class Server:
                                          max_new_tokens=params.max_new_tokens)
             if _send(conn, protocol.dumps({"prompt": _prompt_record(prompt), "model": self._model_record()})):
                 self.stream(conn, prompt.ids, params, int(request.get("logprobs") or 0))
-        except LlmchatError as exc:
-            _send(conn, protocol.error_line(exc))
-        except Exception as exc:  # a bug: keep serving; the client reports it in one line
-            print(f"llmchat: serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            _send(conn, protocol.error_line(exc))
+        except Exception as exc:  # noqa: BLE001
+            _send_error(conn, exc)
+
+
+def _send_error(conn: socket.socket, exc: Exception) -> bool:
+    """An LlmchatError goes back as itself; anything else is a bug, logged, and sent as an
+    internal error so that the client reports it in one line and the server keeps serving."""
+    if not isinstance(exc, LlmchatError):
+        print(f"llmchat: serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    return _send(conn, protocol.error_line(exc))
 
 
 def _send(conn: socket.socket, line: bytes) -> bool:
