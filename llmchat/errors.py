@@ -3,7 +3,8 @@
 Exit codes (documented in the README):
   0 ok · 1 runtime error · 2 usage, config or input error · 3 model not found or not cached ·
   4 model file rejected (corrupt, pickle, remote code, bad template) · 5 prompt does not fit
-  the context window · 6 out of memory · 130 interrupted.
+  the context window · 6 out of memory · 7 a remote engine failed (unreachable, TLS, auth,
+  stalled, malformed reply) · 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ EXIT_NOT_FOUND = 3
 EXIT_REJECTED = 4
 EXIT_CONTEXT = 5
 EXIT_MEMORY = 6
+EXIT_REMOTE = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -60,6 +62,12 @@ class ContextOverflow(LlmchatError):
 
 class OutOfMemory(LlmchatError):
     exit_code = EXIT_MEMORY
+
+
+class RemoteError(LlmchatError):
+    """A remote inference engine could not be reached or answered badly (see remote/http.py)."""
+
+    exit_code = EXIT_REMOTE
 
 
 class Interrupted(LlmchatError):

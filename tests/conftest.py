@@ -17,6 +17,8 @@ import pytest
 # Isolate the user's config/cache/state before anything is imported or spawned. The GGUF conversion
 # cache is per test session (the first smollm2 load converts, later loads use the cache).
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="llmchat-tests-"))
+# The llama-server build (tests/peers) stays in the real user cache: built once per machine.
+os.environ.setdefault("LLMCHAT_PEERS_CACHE", os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
 for _name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
     os.environ[_name] = str(_SESSION_DIR / _name.lower())
     Path(os.environ[_name]).mkdir(parents=True, exist_ok=True)
@@ -165,3 +167,54 @@ def prepared_default_model():
     from llmchat.model.gguf.convert import ensure_gguf_weights
 
     ensure_gguf_weights(gguf_file(load_registry().get("smollm2")))
+
+
+# ---------------------------------------------------------------------------- remote engines (tests/peers)
+REMOTE_ENTRIES = """
+[models.remote]
+description = "the default GGUF on a real llama-server"
+url = "{url}"
+engine = "llama.cpp"
+tokenizer = "smollm2"
+
+[models.remote-bare]
+description = "the same server, no local tokenizer: pieces from the server's bytes"
+url = "{url}"
+engine = "llama.cpp"
+
+[models.remote-bigctx]
+url = "{url}"
+engine = "llama.cpp"
+tokenizer = "smollm2"
+context = 100000
+"""
+
+
+@pytest.fixture(scope="session")
+def llama_server(session_dir):
+    """llama.cpp's llama-server (built from llama-cpp-python's sdist, cached per machine) serving
+    the default GGUF on 127.0.0.1. When the build failed the tests fail with its reason."""
+    from llmchat.config.registry import load_registry
+    from llmchat.model.files import gguf_file
+    from peers.server import LlamaServer
+
+    server = LlamaServer(gguf_file(load_registry().get("smollm2")), log=session_dir / "llama-server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def remote_models(session_dir, llama_server) -> Path:
+    path = session_dir / "remote-models.toml"
+    path.write_text(REMOTE_ENTRIES.format(url=llama_server.url), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def remote_source(remote_models):
+    """A RemoteEngine on the real llama-server, with smollm2's tokenizer for exact pieces."""
+    from llmchat.cli.common import open_source
+    from llmchat.config.registry import load_registry
+
+    registry = load_registry(remote_models)
+    return open_source(registry.get("remote"), registry)

@@ -1,7 +1,7 @@
 """The import rule of ARCHITECTURE.md, read from the files (no model, no import of llmchat).
 
-Imports point down the stack only — cli → chat, serve → render → engine → prompt → model →
-tokenizer → config → leaves — or stay inside their own package; chat and serve never import each
+Imports point down the stack only — cli → chat, serve, remote → render → engine → prompt → model →
+tokenizer → config → leaves — or stay inside their own package; chat, serve and remote never import each
 other. tokenizer/ and config/ never import torch or transformers; model/, tokenizer/, prompt/
 and engine/ never import rich nor write to stderr (they report through callbacks and errors).
 """
@@ -16,8 +16,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llmchat"
 LEVELS = {"leaf": 0, "config": 1, "tokenizer": 2, "model": 3, "prompt": 4, "engine": 5, "render": 6,
-          "chat": 7, "serve": 7, "cli": 8}
-NO_TORCH = {"tokenizer", "config"}
+          "chat": 7, "serve": 7, "remote": 7, "cli": 8}
+NO_TORCH = {"tokenizer", "config", "remote"}
 QUIET = {"model", "tokenizer", "prompt", "engine"}
 
 

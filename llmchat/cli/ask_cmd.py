@@ -88,21 +88,18 @@ def ask(
     options = dict(system=system, raw=raw, truncate=truncate, as_json=as_json, logprobs=logprobs, view=view,
                    verbose=verbose, hide_thinking=hide_thinking, thinking_to_stderr=thinking_to_stderr,
                    raw_output=raw_output, keep=parts.keep if parts else 0)
-    if not jsonl and not no_server and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device,
+    if not jsonl and not no_server and spec.source != "remote" and _answer_remote(spec, text, params, options, dtype=dtype, quant=quant, device=device,
                                                       wait=server_wait, if_busy=if_busy):
         return
     if keep_alive:
         from ..serve.client import spawn_server
 
         spawn_server(ctx.obj.models_path, model, dtype=dtype, quant=quant, device=device, spec=spec)
-    from ..engine.source import LocalModel
-    from ..model.load import load
     from ..render.answer import answer_once
-    from ..render.progress import terminal_progress
+    from .common import open_source
 
-    loaded = load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=terminal_progress(),
-                  force=force)
-    source = LocalModel(loaded, reuse=False)
+    source = open_source(spec, ctx.obj.registry(), reuse=False, dtype=dtype, device=device, quant=quant,
+                         download=download, force=force)
     if jsonl:
         from .batch import run_batch
 

@@ -52,11 +52,9 @@ def chat(
     from ..chat import store
     from ..chat.repl import Repl
     from ..chat.session import Session
-    from ..engine.source import LocalModel
-    from ..model.load import load
     from ..paths import state_dir
     from ..render.console import make_console
-    from ..render.progress import terminal_progress
+    from .common import open_source
 
     registry = ctx.obj.registry()
     saved = None
@@ -76,9 +74,9 @@ def chat(
     if saved:  # the saved settings, under what this command line gives
         params = store.saved_params(saved, params, given)
 
-    def load_model(model_spec) -> LocalModel:
-        return LocalModel(load(model_spec, dtype=dtype, device=device, quant=quant, download=download,
-                               progress=terminal_progress(), force=force))
+    def load_model(model_spec):
+        return open_source(model_spec, registry, dtype=dtype, device=device, quant=quant, download=download,
+                           force=force)
 
     session = Session(source=load_model(spec), params=params, system=system or spec.system, view=view or "text",
                       think=think or "show")

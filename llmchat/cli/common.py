@@ -96,3 +96,26 @@ def sampling_params(spec, *, temperature=None, top_p=None, top_k=None, min_p=Non
                                  repetition_penalty=repetition_penalty, max_new_tokens=max_tokens,
                                  seed=seed if seed is not None else secrets.randbits(31),
                                  stop=tuple(stop) if stop else None)
+
+
+def open_source(spec, registry, *, reuse: bool = True, dtype=None, device=None, quant=None, download: bool = False,
+                force: bool = False, progress=None):
+    """The ModelSource for `spec`: a `remote.source.RemoteEngine` for a server (`url` entries and
+    `-m URL`), else the weights loaded here (`LocalModel`; `reuse`: keep a prompt cache)."""
+    if spec.source == "remote":
+        from ..remote.source import RemoteEngine
+
+        local = None
+        if spec.tokenizer:
+            from ..model.files import tokenizer_folder
+            from ..tokenizer.lite import LiteTokenizer
+
+            tspec = registry.get(spec.tokenizer)
+            local = LiteTokenizer(tokenizer_folder(tspec, download=download, check=False), tspec)
+        return RemoteEngine(spec, local_tokenizer=local)
+    from ..engine.source import LocalModel
+    from ..model.load import load
+    from ..render.progress import terminal_progress
+
+    return LocalModel(load(spec, dtype=dtype, device=device, quant=quant, download=download,
+                           progress=progress or terminal_progress(), force=force), reuse=reuse)

@@ -28,9 +28,15 @@ def list_models(
     registry = ctx.obj.registry()
     rows = []
     for alias, spec in registry.models.items():
-        ok, why = availability(spec)
+        if spec.source == "remote":
+            from ..remote.source import reachability
+
+            ok, why = reachability(spec)
+        else:
+            ok, why = availability(spec)
         rows.append({"alias": alias, "default": alias == registry.default, "source": spec.source,
-                     "location": spec.location, "family": spec.family, "size": size_on_disk(spec),
+                     "location": spec.location, "family": spec.family,
+                     "size": None if spec.source == "remote" else size_on_disk(spec),
                      "available": ok, "why": why, "description": spec.description,
                      "fetch": f"hf download {spec.location}" if spec.source == "repo" and not ok else None})
     if as_json:
@@ -55,8 +61,15 @@ def show(
     from ..model.describe import describe
     from ..render.progress import terminal_progress
 
-    spec = ctx.obj.registry().get(alias)
-    info = describe(spec, download, progress=terminal_progress())
+    registry = ctx.obj.registry()
+    spec = registry.get(alias)
+    if spec.source == "remote":
+        from ..remote.source import describe_remote
+        from .common import open_source
+
+        info = describe_remote(open_source(spec, registry))
+    else:
+        info = describe(spec, download, progress=terminal_progress())
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=True))
         return

@@ -37,13 +37,11 @@ def next_token(
         raise UsageError(f"--input-errors {input_errors!r} must be strict or replace", "use --input-errors replace")
     spec = ctx.obj.registry().get(model)
     text = gather_prompt(prompt, [], input_errors, has_files=False)
-    from ..engine.source import LocalModel
-    from ..model.load import load
     from ..prompt.build import build
-    from ..render.progress import terminal_progress
+    from .common import open_source
 
-    source = LocalModel(load(spec, dtype=dtype, device=device, quant=quant, download=download,
-                             progress=terminal_progress(), force=force), reuse=False)
+    source = open_source(spec, ctx.obj.registry(), reuse=False, dtype=dtype, device=device, quant=quant,
+                         download=download, force=force)
     ids = list(build(source, text, system=system, raw=not chat).ids)
     if after:
         ids += source.tokenizer.encode(after, add_special_tokens=False)

@@ -50,14 +50,13 @@ def score(
         raise UsageError("--prompt and --system describe a chat", "add --chat to score the text as an answer")
     spec = ctx.obj.registry().get(model)
     body = gather_prompt(text, file, input_errors)
-    from ..engine.source import LocalModel
-    from ..model.load import load
     from ..prompt.build import score_ids
     from ..render.progress import terminal_progress
+    from .common import open_source
 
     progress = terminal_progress()
-    source = LocalModel(load(spec, dtype=dtype, device=device, quant=quant, download=download, progress=progress,
-                             force=force), reuse=False)
+    source = open_source(spec, ctx.obj.registry(), reuse=False, dtype=dtype, device=device, quant=quant,
+                         download=download, force=force, progress=progress)
     ids, start = score_ids(source, body, chat=chat, question=question, system=system)
     result = source.score(ids, start, alternatives=top, window=window, progress=progress)
     from ..render import score_view

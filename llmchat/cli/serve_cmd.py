@@ -74,7 +74,7 @@ def serve(
             raise UsageError("--all goes with --stop alone", "llmchat serve --stop --all")
         _stop_all()
         return
-    spec = ctx.obj.registry().get(model)
+    spec = local_only(ctx.obj.registry().get(model))
     path = _socket(spec, socket_path, dtype=dtype, quant=quant, device=device, create=not stop)
     if stop:
         if socket_path is None and not (dtype or quant or device):
@@ -96,7 +96,7 @@ def _serve_http(ctx, model, address, *, api_key_env, insecure, dtype, quant, dev
         raise UsageError("--max-logprobs must be ≥ 0, --max-tokens-limit and --max-queue ≥ 1", "e.g. --max-logprobs 20")
     host, port = parse_address(address)
     key = check_auth(host, api_key_env, insecure)
-    spec = ctx.obj.registry().get(model)
+    spec = local_only(ctx.obj.registry().get(model))
     defaults = sampling_params(spec)
 
     def load_source():
@@ -204,3 +204,10 @@ def _status() -> None:
                   f"{_options(pong)}\t{path}")
         else:
             print(f"{'busy' if probe(path) == LIVE else 'stale'}\t-\t-\t-\t-\t{path}")
+
+
+def local_only(spec):
+    if spec.source == "remote":
+        raise UsageError(f"{spec.alias} is a remote engine ({spec.location}); `llmchat serve` serves weights loaded here",
+                         "use the remote entry directly with chat, ask, next or tokenize")
+    return spec

@@ -63,8 +63,18 @@ def tokenize(
     source = None if messages else _read_input(text, file)
     conversation = _conversation(source, system, messages) if chat else None
     id_list = parse_ids(source) if decode else None
-    results = [tokenize_one(spec, tokenizer_folder(spec, progress=terminal_progress(), check=False), text=source,
-                            conversation=conversation, ids=id_list, special=bool(special)) for spec in specs]
+
+    def one(spec):
+        if spec.source == "remote":  # the server cuts the text and renders its own template
+            from ..remote.tokenize import tokenize as tokenize_remote
+            from .common import open_source
+
+            return tokenize_remote(open_source(spec, registry), text=source, conversation=conversation, ids=id_list,
+                                   special=bool(special))
+        return tokenize_one(spec, tokenizer_folder(spec, progress=terminal_progress(), check=False), text=source,
+                            conversation=conversation, ids=id_list, special=bool(special))
+
+    results = [one(spec) for spec in specs]
     # A chat prompt's newlines are part of its format: mark them even without -w.
     whitespace = show_whitespace or ("newlines" if chat else False)
     _print(results, outputs[0] if outputs else None, whitespace, color, compared=compare is not None)

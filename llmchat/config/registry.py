@@ -31,7 +31,9 @@ from ..errors import ConfigError, ModelNotFound, UsageError
 from ..paths import config_dir
 from .families import FAMILIES as _FAMILY_TABLE
 
-SOURCE_KEYS = ("path", "gguf", "package", "repo")
+SOURCE_KEYS = ("path", "gguf", "package", "repo", "url")
+# Remote inference engines a `url` entry can name (remote/engines.py has one adapter each).
+ENGINES = ("llama.cpp", "vllm", "sglang", "openai")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda", "mps", "auto-split")
 QUANTS = ("auto", "none", "int8", "int4")
@@ -68,6 +70,7 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "package": str,
     "file": str,
     "repo": str,
+    "url": str,
     "revision": str,
     "family": str,
     "dtype": str,
@@ -83,7 +86,18 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "allow_download": bool,
     "description": str,
     "sampling": dict,
+    "engine": str,
+    "model": str,
+    "api_key_env": str,
+    "tokenizer": str,
+    "timeout": (int, float),
 }
+# Keys that only mean something for a remote engine (`url`), and keys that only mean something
+# for weights loaded here.
+REMOTE_ONLY = ("engine", "model", "api_key_env", "tokenizer", "timeout")
+LOCAL_ONLY = ("dtype", "quant", "device", "max_memory", "trust_remote_code", "allow_pickle", "allow_download",
+              "chat_template")
+URL = re.compile(r"^(?:(?P<engine>[a-z.]+)\+)?(?P<url>https?://[^\s/]+(?:/\S*)?)$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -92,8 +106,15 @@ class ModelSpec:
     """One model as the registry describes it; nothing here has touched the disk or a device.
 
     `source` is one of "path" (a local Hugging Face folder), "gguf" (a local .gguf file),
-    "package" (a file inside an installed Python package) or "repo" (a Hugging Face repo id).
-    `location` is the folder/file path, "package/file", or the repo id.
+    "package" (a file inside an installed Python package), "repo" (a Hugging Face repo id) or
+    "remote" (an inference engine over HTTP). `location` is the folder/file path, "package/file",
+    the repo id, or the server's base URL.
+
+    Remote entries only: `engine` (one of ENGINES, or None: found by probing the server),
+    `served_model` (the name the server serves; None: the first it lists), `api_key_env` (the
+    NAME of the environment variable that holds the key, never the key), `tokenizer` (an alias,
+    folder or repo id whose tokenizer gives exact token pieces locally) and `timeout` (seconds
+    without a byte from the server before the stream counts as stalled).
     """
 
     alias: str
@@ -115,6 +136,11 @@ class ModelSpec:
     description: str = ""
     sampling: Mapping[str, float | int] = field(default_factory=lambda: MappingProxyType({}))
     origin: str = ""  # "file:line" where the entry was defined, or "command line"
+    engine: str | None = None
+    served_model: str | None = None
+    api_key_env: str | None = None
+    tokenizer: str | None = None
+    timeout: float = 120.0
 
     @property
     def package(self) -> str | None:
@@ -221,7 +247,7 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
     sources = [k for k in SOURCE_KEYS if k in entry]
     if len(sources) != 1:
         found = " and ".join(sources) if sources else "none"
-        raise ConfigError(f"{where}: models.{alias} needs exactly one source (path, gguf, package+file or repo); found {found}",
+        raise ConfigError(f"{where}: models.{alias} needs exactly one source (path, gguf, package+file, repo or url); found {found}",
                           "keep one source key")
     source = sources[0]
     if source == "package" and "file" not in entry:
@@ -230,7 +256,19 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         raise ConfigError(f"{where}: models.{alias}: `file` only goes with `package`", "remove it or use gguf = PATH")
     if "revision" in entry and source != "repo":
         raise ConfigError(f"{where}: models.{alias}: `revision` only goes with `repo`", "remove it")
-    for key, allowed in (("dtype", DTYPES), ("quant", QUANTS), ("device", DEVICES), ("family", FAMILIES)):
+    misplaced = [k for k in (LOCAL_ONLY if source == "url" else REMOTE_ONLY) if k in entry]
+    if misplaced:
+        what = "a remote engine (url) computes elsewhere" if source == "url" else "only a url entry names a server"
+        raise ConfigError(f"{path}:{lines.find(('models', alias, misplaced[0]))}: models.{alias}: `{misplaced[0]}` "
+                          f"does not apply here ({what})", "remove it")
+    if source == "url" and not URL.match(entry["url"]) or source == "url" and "+" in entry["url"].split("://")[0]:
+        raise ConfigError(f"{path}:{lines.find(('models', alias, 'url'))}: models.{alias}.url = {entry['url']!r} "
+                          "is not an http(s) URL", "e.g. url = \"http://127.0.0.1:8080\" (set the engine with engine = …)")
+    if "timeout" in entry and not entry["timeout"] > 0:
+        raise ConfigError(f"{path}:{lines.find(('models', alias, 'timeout'))}: timeout must be positive seconds",
+                          "e.g. timeout = 60")
+    for key, allowed in (("dtype", DTYPES), ("quant", QUANTS), ("device", DEVICES), ("family", FAMILIES),
+                         ("engine", ENGINES)):
         if key in entry and entry[key] not in allowed:
             raise ConfigError(f"{path}:{lines.find(('models', alias, key))}: models.{alias}.{key} = {entry[key]!r} is not one of {', '.join(allowed)}",
                               "pick one of those")
@@ -254,6 +292,8 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         location = entry["repo"]
         if not REPO_ID.match(location):
             raise ConfigError(f"{where}: {location!r} is not a Hugging Face repo id", "write it as OWNER/NAME")
+    elif source == "url":
+        location = entry["url"].rstrip("/")
     else:
         location = str((base / Path(entry[source]).expanduser()).resolve()) if not Path(entry[source]).expanduser().is_absolute() else str(Path(entry[source]).expanduser())
     template = entry.get("chat_template")
@@ -261,7 +301,7 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         template = str((base / Path(template).expanduser()).resolve())
     return ModelSpec(
         alias=alias,
-        source=source,
+        source="remote" if source == "url" else source,
         location=location,
         revision=entry.get("revision"),
         family=entry.get("family"),
@@ -279,11 +319,25 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         description=entry.get("description", ""),
         sampling=MappingProxyType(dict(sampling)),
         origin=where,
+        engine=entry.get("engine"),
+        served_model=entry.get("model"),
+        api_key_env=entry.get("api_key_env"),
+        tokenizer=entry.get("tokenizer"),
+        timeout=float(entry.get("timeout", 120.0)),
     )
 
 
 def spec_from_argument(name: str, registry: Registry) -> ModelSpec:
-    """`-m` given something that is not an alias: a folder, a .gguf file or a repo id."""
+    """`-m` given something that is not an alias: a folder, a .gguf file, a repo id, or a server's
+    URL (`http://host:port`, or `ENGINE+http://…` to skip probing which engine it is)."""
+    url = URL.match(name)
+    if url:
+        engine = url.group("engine")
+        if engine is not None and engine not in ENGINES:
+            raise UsageError(f"unknown engine {engine!r} in {name!r}", f"use one of {', '.join(ENGINES)}, e.g. vllm+{url.group('url')}")
+        return ModelSpec(alias=url.group("url").rstrip("/"), source="remote", location=url.group("url").rstrip("/"),
+                         engine=engine, api_key_env="LLMCHAT_API_KEY" if os.environ.get("LLMCHAT_API_KEY") else None,
+                         origin="command line")
     path = Path(name).expanduser()
     looks_like_path = name.startswith((".", "/", "~")) or name.endswith(".gguf") or os.sep in name and path.exists()
     if path.is_dir():

@@ -21,6 +21,15 @@ def _log(p: float) -> float | None:
     return math.log(p) if p > 0 else None
 
 
+def _num(value: float) -> float | None:
+    """NaN (a number the engine does not know, e.g. a remote engine's entropy) travels as null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _float(value) -> float:
+    return math.nan if value is None else float(value)
+
+
 def _exp(value) -> float:
     return math.exp(value) if isinstance(value, (int, float)) else math.nan
 
@@ -29,10 +38,10 @@ def token_to_dict(event: TokenEvent) -> dict[str, Any]:
     return {
         "index": event.index, "id": event.id, "piece": event.piece, "text": event.text,
         "bytes": event.bytes.hex(), "special": event.is_special,
-        "logprob": event.logprob, "prob": event.prob,
+        "logprob": _num(event.logprob), "prob": _num(event.prob),
         "sample_logprob": _log(event.sample_prob),
         "sample_prob": None if math.isnan(event.sample_prob) else event.sample_prob,  # NaN: not sampled (score, /branch)
-        "entropy": event.entropy,
+        "entropy": _num(event.entropy),
         "top": [{"id": a.id, "piece": a.piece, "prob": a.prob, "logprob": _log(a.prob)} for a in event.alternatives],
     }
 
@@ -41,9 +50,9 @@ def token_from_dict(data: dict[str, Any]) -> TokenEvent:
     """KeyError, TypeError or ValueError on a record that is not a token (callers decide)."""
     sample_prob = data.get("sample_prob")
     return TokenEvent(index=int(data["index"]), id=int(data["id"]), piece=data["piece"], bytes=bytes.fromhex(data["bytes"]),
-                      text=data["text"], is_special=bool(data["special"]), prob=data["prob"], logprob=data["logprob"],
+                      text=data["text"], is_special=bool(data["special"]), prob=_float(data["prob"]), logprob=_float(data["logprob"]),
                       sample_prob=sample_prob if isinstance(sample_prob, (int, float)) else _exp(data.get("sample_logprob")),
-                      entropy=data["entropy"],
+                      entropy=_float(data["entropy"]),
                       alternatives=tuple(Alternative(int(a["id"]), a["piece"], a["prob"]) for a in data["top"]))
 
 
@@ -66,12 +75,12 @@ def finished_from_dict(data: dict[str, Any]) -> Finished:
 
 
 def distribution_to_dict(dist: Distribution) -> dict[str, Any]:
-    return {"prompt_tokens": dist.prompt_tokens, "entropy": dist.entropy,
+    return {"prompt_tokens": dist.prompt_tokens, "entropy": _num(dist.entropy),
             "top": [{"id": a.id, "piece": a.piece, "prob": a.prob, "logprob": _log(a.prob)} for a in dist.top]}
 
 
 def distribution_from_dict(data: dict[str, Any]) -> Distribution:
-    return Distribution(prompt_tokens=int(data["prompt_tokens"]), entropy=float(data["entropy"]),
+    return Distribution(prompt_tokens=int(data["prompt_tokens"]), entropy=_float(data["entropy"]),
                         top=tuple(Alternative(int(a["id"]), a["piece"], float(a["prob"])) for a in data["top"]))
 
 

@@ -236,7 +236,8 @@ def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
     console.print(Text(f"token {event.index}: ", style="bold") + Text(visible(event.text) if event.text else shown(event.piece))
                   + Text(f"  id {event.id} · piece {sanitize(repr(event.piece))} · bytes {event.bytes.hex(' ') or '-'} · "
                          f"prob {_pct(event.prob)} · sampled with prob {_pct(event.sample_prob)} · "
-                         f"entropy {event.entropy:.2f} nats", style="dim"))
+                         + (f"entropy {event.entropy:.2f} nats" if not math.isnan(event.entropy) else
+                            "entropy - (the engine sends only the top K)"), style="dim"))
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in ("alt", "token", "prob", ""):
         table.add_column(name, no_wrap=True)

@@ -46,7 +46,8 @@ def model_details(console, info: dict[str, Any]) -> None:
     order = ["alias", "description", "architecture", "family", "parameters", "layers", "hidden_size", "heads",
              "kv_heads", "context_length", "vocab_size", "stored_dtype", "dtype", "quant", "device", "chat_template",
              "thinking", "eos_ids", "special_tokens", "source", "location", "gguf_file", "transformers_folder",
-             "weights_converted"]
+             "weights_converted", "engine", "served_model", "served", "max_alternatives", "probabilities",
+             "token_ids", "server_template", "server_tokenize", "tokenizer", "api_key_env", "notes"]
     for key in order:
         if key not in info:
             continue

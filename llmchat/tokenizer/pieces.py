@@ -77,6 +77,9 @@ def piece_bytes(piece: str, kind: str) -> bytes:
 
 
 def token_bytes(tokenizer, token_id: int) -> bytes:
+    own = getattr(tokenizer, "token_bytes", None)  # a remote engine's tokenizer knows the server's bytes
+    if own is not None:
+        return own(token_id)
     raw = _raw(tokenizer)
     piece = raw.id_to_token(token_id)
     return piece_bytes(piece, decoder_kind(raw)) if piece is not None else b""
