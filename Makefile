@@ -29,7 +29,10 @@ $(STAMP): pyproject.toml Makefile
 chat: $(STAMP)
 	$(BIN)/llmchat chat
 
+# llama.cpp's llama-server, the real remote engine of tests/test_remote*.py: built once per machine
+# (~5-12 min) into the user cache dir. A failed build does not stop here: those tests then fail with its reason.
 test: $(STAMP)
+	-$(BIN)/python tests/peers/llama_server.py build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

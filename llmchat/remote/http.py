@@ -16,6 +16,7 @@ This module adds what a terminal client needs on top:
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import threading
@@ -43,7 +44,7 @@ class Http:
         self.notice = notice
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = httpx.Timeout(connect=CONNECT_SECONDS, read=read_timeout, write=30.0, pool=CONNECT_SECONDS)
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout, verify=True,
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout, verify=_verify(),
                                    follow_redirects=False, trust_env=False)
         self.host = httpx.URL(self.base_url).host
 
@@ -231,6 +232,19 @@ class Stream:
 
     def close(self) -> None:
         self.response.close()
+
+
+def _verify() -> ssl.SSLContext | bool:
+    """TLS is always verified: against $SSL_CERT_FILE when set (a private CA), else certifi's roots.
+    (The client does not read proxy settings from the environment, so the CA file is read here.)"""
+    path = os.environ.get("SSL_CERT_FILE")
+    if not path:
+        return True
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise RemoteError(f"SSL_CERT_FILE={path} is not a readable CA file ({exc})",
+                          "point it at a PEM file of CA certificates, or unset it") from None
 
 
 def _is_tls(exc: Exception) -> bool:

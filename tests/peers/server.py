@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from .llama_server import binary, build, build_failure
+from .llama_server import binary, build, build_failure, failure_file
 
 
 def free_port() -> int:
@@ -29,7 +29,7 @@ class LlamaServer:
     """`llama-server -m GGUF` on 127.0.0.1:<free port>; stopped by its pid."""
 
     def __init__(self, gguf: Path, *extra: str, log: Path):
-        if not binary().is_file():
+        if not binary().is_file() and not failure_file().is_file():  # `make test` tried already: no second try
             try:
                 build()
             except SystemExit:
@@ -87,7 +87,7 @@ class Misbehaving:
     - "context": forwards (the real server's own 400 for a prompt over its context).
     """
 
-    def __init__(self, upstream: str, mode: str):
+    def __init__(self, upstream: str, mode: str, tls=None):
         self.upstream, self.mode, self.hits = upstream, mode, 0
         owner = self
 
@@ -140,7 +140,10 @@ class Misbehaving:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:  # an ssl.SSLContext: this listener speaks https
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
