@@ -156,6 +156,9 @@ class Session:
     def branch(self, index: int, alternative: str) -> Iterator[TokenEvent | Finished]:
         """Rewind the last answer to before token `index`, force `alternative` (an index into that
         token's alternatives, or a literal string) and continue generating from there."""
+        if not getattr(self.source, "token_ids", True):  # a text-level server (remote engine "openai")
+            raise UsageError("/branch needs token ids, and this server works at text level",
+                             "branch on a llama.cpp, vLLM or SGLang server, or a local model")
         if not self.exchanges or not self.exchanges[-1].events:
             raise UsageError("no answer to branch from", "send a message first")
         last = self.exchanges[-1]

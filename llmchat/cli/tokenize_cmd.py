@@ -69,8 +69,17 @@ def tokenize(
             from ..remote.tokenize import tokenize as tokenize_remote
             from .common import open_source
 
-            return tokenize_remote(open_source(spec, registry), text=source, conversation=conversation, ids=id_list,
-                                   special=bool(special))
+            remote = open_source(spec, registry)
+            if not remote.caps.server_tokenize and remote.caps.token_ids and spec.tokenizer:
+                # no tokenize endpoint (SGLang): the entry's own tokenizer is the one the ids go through
+                import dataclasses
+
+                tspec = registry.get(spec.tokenizer)
+                local = tokenize_one(tspec, tokenizer_folder(tspec, progress=terminal_progress(), check=False),
+                                     text=source, conversation=conversation, ids=id_list, special=bool(special))
+                note = f"tokenized here by {spec.tokenizer}'s tokenizer ({remote.caps.engine} has no tokenize endpoint)"
+                return dataclasses.replace(local, model=spec.alias, notes=[*local.notes, note])
+            return tokenize_remote(remote, text=source, conversation=conversation, ids=id_list, special=bool(special))
         return tokenize_one(spec, tokenizer_folder(spec, progress=terminal_progress(), check=False), text=source,
                             conversation=conversation, ids=id_list, special=bool(special))
 

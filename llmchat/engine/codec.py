@@ -36,24 +36,33 @@ def _exp(value) -> float:
 
 def token_to_dict(event: TokenEvent) -> dict[str, Any]:
     return {
-        "index": event.index, "id": event.id, "piece": event.piece, "text": event.text,
+        "index": event.index, "id": _id(event.id), "piece": event.piece, "text": event.text,
         "bytes": event.bytes.hex(), "special": event.is_special,
         "logprob": _num(event.logprob), "prob": _num(event.prob),
         "sample_logprob": _log(event.sample_prob),
         "sample_prob": None if math.isnan(event.sample_prob) else event.sample_prob,  # NaN: not sampled (score, /branch)
         "entropy": _num(event.entropy),
-        "top": [{"id": a.id, "piece": a.piece, "prob": a.prob, "logprob": _log(a.prob)} for a in event.alternatives],
+        "top": [{"id": _id(a.id), "piece": a.piece, "prob": a.prob, "logprob": _log(a.prob)} for a in event.alternatives],
     }
+
+
+def _id(token_id: int) -> int | None:
+    """A token id, or null for a text-level server's tokens (no ids; remote.tokenizer.TEXT_ID)."""
+    return token_id if token_id >= 0 else None
+
+
+def _from_id(value) -> int:
+    return -1 if value is None else int(value)
 
 
 def token_from_dict(data: dict[str, Any]) -> TokenEvent:
     """KeyError, TypeError or ValueError on a record that is not a token (callers decide)."""
     sample_prob = data.get("sample_prob")
-    return TokenEvent(index=int(data["index"]), id=int(data["id"]), piece=data["piece"], bytes=bytes.fromhex(data["bytes"]),
+    return TokenEvent(index=int(data["index"]), id=_from_id(data["id"]), piece=data["piece"], bytes=bytes.fromhex(data["bytes"]),
                       text=data["text"], is_special=bool(data["special"]), prob=_float(data["prob"]), logprob=_float(data["logprob"]),
                       sample_prob=sample_prob if isinstance(sample_prob, (int, float)) else _exp(data.get("sample_logprob")),
                       entropy=_float(data["entropy"]),
-                      alternatives=tuple(Alternative(int(a["id"]), a["piece"], a["prob"]) for a in data["top"]))
+                      alternatives=tuple(Alternative(_from_id(a["id"]), a["piece"], a["prob"]) for a in data["top"]))
 
 
 def finished_to_dict(finished: Finished) -> dict[str, Any]:

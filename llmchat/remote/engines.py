@@ -20,148 +20,11 @@ Nothing here does I/O except through the `Http` it is given.
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from dataclasses import dataclass, field
 
-from ..engine.sampling import SamplingParams
-from ..errors import LlmchatError, RemoteError
+from ..errors import RemoteError
+from .base import Capabilities, Chunk, Engine, RawToken, _choose, _first_model
 from .http import Http
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a server can do, probed once (`models show` prints it)."""
-
-    engine: str
-    model: str  # the served model name requests carry
-    served: tuple[str, ...]  # every model the server lists
-    context: int | None
-    max_k: int | None  # alternatives per token; None: no cap
-    probs: str  # "raw" (the model distribution), "processed" (after temperature) or "none"
-    token_ids: bool  # takes prompt ids and returns token ids
-    server_template: bool  # can apply the chat template itself
-    server_tokenize: bool
-    vocab: int | None = None
-    bos: str | None = None
-    eos: str | None = None
-    chat_template: str | None = None
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict:
-        return {"engine": self.engine, "model": self.model, "served": list(self.served), "context": self.context,
-                "max_alternatives": self.max_k, "probabilities": self.probs, "token_ids": self.token_ids,
-                "server_template": self.server_template, "server_tokenize": self.server_tokenize,
-                "vocab": self.vocab, "notes": list(self.notes)}
-
-
-@dataclass(frozen=True)
-class RawToken:
-    """One token as an engine reported it. `data` None: the engine gave no bytes (look them up)."""
-
-    id: int | None
-    data: bytes | None
-    text: str | None
-    logprob: float | None
-    top: tuple[tuple[int | None, bytes | None, str | None, float], ...] = ()
-
-
-@dataclass
-class Chunk:
-    tokens: list[RawToken] = field(default_factory=list)
-    done: bool = False
-    reason: str | None = None  # "eos", "stop", "length"
-    prompt_tokens: int | None = None
-    cached_tokens: int | None = None
-    server_ms: dict = field(default_factory=dict)  # the engine's own timings, when it sends them
-
-
-def _sse(line: str) -> dict | None:
-    """One server-sent-event line → its JSON (None for `[DONE]` and comments)."""
-    if line.startswith(":"):
-        return None
-    if line.startswith("error:"):
-        line = line[len("error:"):]
-    elif line.startswith("data:"):
-        line = line[len("data:"):]
-    line = line.strip()
-    if line == "[DONE]":
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        raise RemoteError(f"the server sent a line that is not JSON ({line[:60]!r})",
-                          "check `engine =` in models.toml: this reply is not that engine's format") from None
-    if not isinstance(data, dict):
-        raise RemoteError("the server sent JSON that is not an object", "check `engine =` in models.toml")
-    if "error" in data and not data.get("choices"):
-        error = data["error"]
-        message = error.get("message", error) if isinstance(error, dict) else error
-        raise RemoteError(f"the server stopped with an error: {str(message)[:200]}", "see the server's log")
-    return data
-
-
-def ignored(params: SamplingParams, supported: set[str]) -> list[str]:
-    """The settings that differ from their neutral value but that the engine cannot take."""
-    neutral = SamplingParams()
-    active = {"top_k": params.top_k != neutral.top_k, "top_p": params.top_p != neutral.top_p,
-              "min_p": params.min_p != neutral.min_p,
-              "repetition_penalty": params.repetition_penalty != neutral.repetition_penalty,
-              "seed": params.seed is not None}
-    return [name for name, on in active.items() if on and name not in supported]
-
-
-class Engine:
-    name = "?"
-    supports = {"top_k", "top_p", "min_p", "repetition_penalty", "seed"}
-
-    def __init__(self, http: Http, served_model: str | None):
-        self.http, self.served_model = http, served_model
-
-    def probe(self) -> Capabilities: ...
-
-    def tokenize(self, caps: Capabilities, text: str, add_special: bool) -> list[int]:
-        raise LlmchatError(f"{self.name} has no tokenize endpoint", "set `tokenizer =` in the models.toml entry")
-
-    def tokenize_pieces(self, caps: Capabilities, text: str, add_special: bool,
-                        parse_special: bool = True) -> list[tuple[int, bytes | None]]:
-        return [(i, None) for i in self.tokenize(caps, text, add_special)]
-
-    def template_text(self, caps: Capabilities, messages: list[dict], add_generation_prompt: bool) -> str | None:
-        """The rendered prompt as text, where the server shows it (None: only ids)."""
-        return None
-
-    def detokenize(self, caps: Capabilities, ids: list[int]) -> str:
-        raise LlmchatError(f"{self.name} has no detokenize endpoint", "set `tokenizer =` in the models.toml entry")
-
-    def template_ids(self, caps: Capabilities, messages: list[dict], add_generation_prompt: bool) -> list[int]:
-        raise LlmchatError(f"{self.name} cannot apply the chat template", "set `tokenizer =` in the models.toml entry")
-
-    def request(self, caps: Capabilities, ids: list[int], params: SamplingParams, k: int, max_tokens: int,
-                stream: bool) -> tuple[str, dict]: ...
-
-    def parse(self, data: dict, state: dict) -> Chunk: ...
-
-
-def _first_model(http: Http) -> tuple[list[dict], tuple[str, ...]]:
-    data = http.get("/v1/models", ok_404=True) or {}
-    rows = [row for row in data.get("data", []) if isinstance(row, dict)] if isinstance(data, dict) else []
-    return rows, tuple(str(row.get("id")) for row in rows if row.get("id"))
-
-
-def _choose(served: tuple[str, ...], wanted: str | None, url: str) -> str:
-    if wanted is None:
-        if not served:
-            raise RemoteError(f"{url} lists no models", "name one with `model =` in models.toml")
-        return served[0]
-    if served and wanted not in served:
-        from ..errors import ModelNotFound
-
-        raise ModelNotFound(f"{url} does not serve {wanted!r}; it serves: {', '.join(served)}",
-                            "set `model =` to one of those")
-    return wanted
-
 
 class LlamaCpp(Engine):
     name = "llama.cpp"
@@ -310,6 +173,8 @@ class Vllm(Engine):
                 chunk.tokens += [RawToken(int(i), None, None, None) for i in choice.get("token_ids") or []]
             if choice.get("finish_reason"):
                 reason = choice["finish_reason"]
+                if reason == "abort":
+                    raise RemoteError("vllm aborted the request (finish_reason \"abort\")", "see the server's log")
                 state["reason"] = "stop" if reason == "stop" and choice.get("stop_reason") not in (None,) and \
                     isinstance(choice.get("stop_reason"), str) else ("eos" if reason == "stop" else "length")
         usage = data.get("usage")
@@ -336,7 +201,7 @@ class SGLang(Engine):
                             max_k=None, probs="processed", token_ids=True, server_template=False,
                             server_tokenize=False,
                             notes=("probabilities are after temperature unless the server runs with "
-                                   "SGLANG_RETURN_ORIGINAL_LOGPROB=1",))
+                                   "SGLANG_RETURN_ORIGINAL_LOGPROB=1 (RETURN_ORIGINAL_LOGPROB=1 before sglang 0.5.4)",))
 
     def request(self, caps, ids, params, k, max_tokens, stream):
         sampling = {"max_new_tokens": max_tokens, "temperature": params.temperature, "top_p": params.top_p,
@@ -352,17 +217,31 @@ class SGLang(Engine):
         meta = data.get("meta_info") or {}
         tokens = meta.get("output_token_logprobs") or []
         tops = meta.get("output_top_logprobs") or []
-        seen = state.get("seen", 0)  # the lists are cumulative while streaming
-        for n in range(seen, len(tokens)):
+        # Streaming, the lists are cumulative by default and deltas under --incremental-streaming-output;
+        # output_token_logprobs_length (cumulative in both) tells which (tests/data/remote/sglang_*.json)
+        seen = state.get("seen", 0)
+        total = meta.get("output_token_logprobs_length")
+        delta = isinstance(total, int) and len(tokens) < total
+        start = 0 if delta else seen
+        offset = total - len(tokens) if delta else 0
+        for n in range(start, len(tokens)):
             logprob, token_id, text = (list(tokens[n]) + [None, None, None])[:3]
             top = tuple((int(a[1]), None, a[2] if len(a) > 2 else None, float(a[0]))
                         for a in (tops[n] if n < len(tops) and tops[n] else []))
             chunk.tokens.append(RawToken(int(token_id), None, text, None if logprob is None else float(logprob), top))
-        state["seen"] = len(tokens)
+        state["seen"] = offset + len(tokens)
         finish = meta.get("finish_reason")
         if finish:
             kind = finish.get("type") if isinstance(finish, dict) else str(finish)
             matched = finish.get("matched") if isinstance(finish, dict) else None
+            if kind == "abort":
+                message = str(finish.get("message", "aborted") if isinstance(finish, dict) else finish)
+                if re.search(r"length|context", message, re.I):
+                    from ..errors import ContextOverflow
+
+                    raise ContextOverflow(f"the prompt does not fit the server's context ({message[:160]})",
+                                          "shorten it, lower max_tokens, or use --truncate")
+                raise RemoteError(f"sglang aborted the request: {message[:160]}", "see the server's log")
             chunk.done = True
             chunk.reason = "length" if kind == "length" else ("stop" if isinstance(matched, str) else "eos")
             chunk.prompt_tokens, chunk.cached_tokens = meta.get("prompt_tokens"), meta.get("cached_tokens")
@@ -437,7 +316,3 @@ def detect(http: Http) -> str:
     if rows and any("max_model_len" in r for r in rows):
         return "vllm"
     return "openai"
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -283,8 +283,20 @@ def _context_counts(text: str) -> tuple[int, int] | None:
             return int(error["n_prompt_tokens"]), int(error["n_ctx"])
     except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
         pass
-    # vLLM: "This model's maximum context length is 2048 tokens. However, you requested 2100 tokens (...)"
-    m = re.search(r"maximum context length is (\d+) tokens.*?requested (\d+) tokens", text, re.S)
+    # vLLM (tests/data/remote/vllm_errors.json): "This model's maximum context length is 8192 tokens.
+    # However, your prompt contains 9000 input tokens, …" (0.34; 0.11: "your request has 9000 input
+    # tokens"; older: "you requested 9000 tokens")
+    m = re.search(r"maximum context length is (\d+) tokens.*?(?:requested|contains|has) (?:at least )?(\d+) (?:input )?tokens",
+                  text, re.S)
+    if m:
+        return int(m.group(2)), int(m.group(1))
+    # SGLang (tests/data/remote/sglang_errors.json): "The input (9000 tokens) is longer than the model's
+    # context length (8192 tokens)." and "… maximum context length of 8192 tokens. You requested a total
+    # of 8196 tokens: 8180 tokens from the input messages …"
+    m = re.search(r"input \((\d+) tokens\) is longer than the model's context length \((\d+) tokens\)", text)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    m = re.search(r"maximum context length of (\d+) tokens.*?: (\d+) tokens from the input", text, re.S)
     if m:
         return int(m.group(2)), int(m.group(1))
     return None

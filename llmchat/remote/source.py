@@ -33,8 +33,10 @@ from ..errors import LlmchatError, RemoteError, UsageError
 from ..prompt import build as prompting
 from ..prompt.build import Prompt
 from ..tokenizer.detokenize import IncrementalDetokenizer
-from .engines import ENGINES, Capabilities, RawToken, _sse, detect, ignored
+from .base import Capabilities, RawToken, _sse, ignored
+from .engines import ENGINES, detect
 from .http import Http
+from .tokenizer import TEXT_ID, TEXT_LEVEL_FIX
 
 DEFAULT_CONTEXT = 8192  # when neither models.toml nor the server says (the server still refuses what does not fit)
 FULL_DISTRIBUTION = 262144  # `next` asks llama-server for every token's probability up to this vocabulary
@@ -98,10 +100,15 @@ class RemoteEngine:
         return prompting.prepare(self, text, system=system, raw=raw, truncate=truncate, max_new_tokens=max_new_tokens,
                                  keep=keep)
 
+    @property
+    def token_ids(self) -> bool:
+        """False for a text-level server: the session refuses /branch before touching the answer."""
+        return self.caps.token_ids
+
     def _check_ids(self, ids: list[int]) -> None:
         if not self.caps.token_ids:
-            raise LlmchatError(f"{self.caps.engine} servers take text, not token ids",
-                               "use a llama.cpp, vLLM or SGLang server for token-level work")
+            raise LlmchatError(f"{self.caps.engine} servers work at text level: they take no token ids",
+                               TEXT_LEVEL_FIX)
         vocab = self.caps.vocab
         bad = next((i for i in ids if i < 0 or (vocab and i >= vocab)), None)
         if bad is not None:
@@ -133,7 +140,13 @@ class RemoteEngine:
         """Streams from the server (`on_prefill` is not called: the engines do not report it).
         Ctrl-C (`should_stop`) closes the connection, which stops the server's generation."""
         ids = [int(i) for i in ids]
-        self._check_ids(ids)
+        continues = list(continues)
+        if not self.caps.token_ids:
+            messages = self.tokenizer.messages_for(ids)
+            if continues:
+                self.tokenizer.messages_for([])  # refuses: a branch prefix is ids
+        else:
+            self._check_ids(ids)
         room = self.context_length - len(ids)
         if room < 1:
             from ..errors import ContextOverflow
@@ -146,7 +159,14 @@ class RemoteEngine:
                            f"{self.caps.engine} has no {', '.join(skipped)}: {'it is' if len(skipped) == 1 else 'they are'} "
                            "ignored for this answer")
         k = self._k(alternatives)
-        path, body = self.adapter.request(self.caps, ids, params, k, min(params.max_new_tokens, room), True)
+        if not self.caps.token_ids:
+            self.tell_once("text", f"{self.caps.engine} servers work at text level: no token ids, so /branch, "
+                                   "`next`, `tokenize` and exact token views are unavailable; prompt sizes are "
+                                   "estimates until the server reports its count")
+            path, body = self.adapter.chat_request(self.caps, messages, params, k, min(params.max_new_tokens, room),
+                                                   True)
+        else:
+            path, body = self.adapter.request(self.caps, ids, params, k, min(params.max_new_tokens, room), True)
         started = time.perf_counter()
         stream = self.http.stream(path, body)
         return self._events(stream, ids, params, k, tuple(stop) + tuple(params.stop), should_stop or (lambda: False),
@@ -196,6 +216,9 @@ class RemoteEngine:
             else:
                 if should_stop():
                     reason = "interrupted"
+                elif state.get("reason"):  # [DONE] without a usage chunk (servers that ignore stream_options)
+                    reason = state["reason"]
+                    detail = {"length": "max tokens"}.get(reason, "")
         finally:
             stream.close()
         if reason is None:
@@ -215,6 +238,8 @@ class RemoteEngine:
                        else 0.0, total_seconds=now - started)
 
     def _event(self, raw: RawToken, index: int, detok, params, k, meaningful) -> TokenEvent:
+        if not self.caps.token_ids:
+            return self._text_event(raw, index, params, k, meaningful)
         tokenizer = self.tokenizer
         vocab = self.caps.vocab
         if raw.id is None or raw.id < 0 or (vocab and raw.id >= vocab):
@@ -237,6 +262,21 @@ class RemoteEngine:
                           text=text, is_special=is_special, prob=math.exp(logprob) if not math.isnan(logprob) else math.nan,
                           logprob=logprob, sample_prob=1.0 if params.temperature == 0 else math.nan,
                           entropy=math.nan, alternatives=alts)
+
+    def _text_event(self, raw: RawToken, index: int, params, k, meaningful) -> TokenEvent:
+        """A token of a text-level server: its text and probabilities, no id (TEXT_ID)."""
+        data = raw.data if raw.data is not None else (raw.text or "").encode("utf-8")
+        text = raw.text if raw.text is not None else data.decode("utf-8", "replace")
+        logprob = raw.logprob if meaningful and raw.logprob is not None else math.nan
+        alts: tuple[Alternative, ...] = ()
+        if meaningful and k:
+            ranked = sorted(raw.top, key=lambda a: -a[3])[:k]
+            alts = tuple(Alternative(TEXT_ID, a[2] if a[2] is not None else (a[1] or b"").decode("utf-8", "replace"),
+                                     math.exp(a[3])) for a in ranked)
+        return TokenEvent(index=index, id=TEXT_ID, piece=text, bytes=data, text=text, is_special=False,
+                          prob=math.exp(logprob) if not math.isnan(logprob) else math.nan, logprob=logprob,
+                          sample_prob=1.0 if params.temperature == 0 else math.nan, entropy=math.nan,
+                          alternatives=alts)
 
     def next_distribution(self, ids: list[int], k: int = 10) -> Distribution:
         """One greedy token with K alternatives. On llama.cpp (no cap on K) every token's

@@ -19,8 +19,11 @@ def tokenize(source: RemoteEngine, *, text: str | None = None, conversation: lis
         data = [tok.token_bytes(i) if i not in tok._special else tok.convert_ids_to_tokens(i).encode("utf-8")
                 for i in ids]
         return Tokenized(alias, decoded, _pieces(tok, ids, data, char_spans(data), ()), source.context_length)
+    if not caps.token_ids:
+        source._check_ids([])  # a text-level server: the one-line refusal
     if not caps.server_tokenize:
-        raise LlmchatError(f"{caps.engine} has no tokenize endpoint", "tokenize with the local model instead")
+        raise LlmchatError(f"{caps.engine} has no tokenize endpoint",
+                           "set `tokenizer =` in the models.toml entry to tokenize with the model's own tokenizer here")
     notes = [f"tokenized by {caps.engine} at {source.spec.location}"]
     generation_index = None
     if conversation is not None:

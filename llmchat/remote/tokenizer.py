@@ -6,6 +6,11 @@ pieces come from a local tokenizer when the models.toml entry names one (`tokeni
 FOLDER | REPO`: exact vocabulary pieces such as "Ġthe"); otherwise from the bytes the server
 reported for each id (llama.cpp sends them with every token), learned as they arrive, and from
 `/detokenize` for an id never seen.
+
+A text-level server (engine "openai": chat completions take messages and return token strings)
+has no ids at all. Its "ids" are `TEXT_ID` placeholders, as many as the prompt's estimated
+tokens, so that context accounting works; `RemoteEngine.generate` sends the messages the last
+template call recorded, and refuses ids it did not make (a /branch, `next`, `tokenize`).
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import LlmchatError
-from .engines import Capabilities, Engine
+from .base import Capabilities, Engine
+
+TEXT_ID = -1  # the id of every token of a text-level server (`null` in --json)
+TEXT_LEVEL_FIX = "use a llama.cpp, vLLM or SGLang server for token-level work"
 
 
 class RemoteTokenizer:
     def __init__(self, engine: Engine, caps: Capabilities, local=None):
         self.engine, self.caps, self.local = engine, caps, local
+        self.text_level = not caps.token_ids
+        self.recorded: tuple[list[int], list[dict]] | None = None  # text level: the last rendered conversation
         self._bytes: dict[int, bytes] = {}
         self._text: dict[int, str] = {}
         self._special: set[int] = set(local.all_special_ids) if local is not None else set()
@@ -67,6 +77,9 @@ class RemoteTokenizer:
 
     # ------------------------------------------------------------------ the protocol
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if self.text_level:
+            raise LlmchatError(f"{self.caps.engine} servers work at text level: they take no token ids",
+                               TEXT_LEVEL_FIX)
         if self.caps.server_tokenize:
             return self.engine.tokenize(self.caps, text, add_special_tokens)
         if self.local is not None:
@@ -74,7 +87,9 @@ class RemoteTokenizer:
         raise LlmchatError(f"{self.caps.engine} cannot tokenize", "set `tokenizer =` in the models.toml entry")
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        ids = [int(i) for i in ids]
+        ids = [int(i) for i in ids if int(i) != TEXT_ID]
+        if self.text_level and not ids:
+            return ""
         if self.local is not None:
             return self.local.decode(ids, skip_special_tokens=skip_special_tokens)
         if not skip_special_tokens and any(i in self._special for i in ids):
@@ -89,12 +104,16 @@ class RemoteTokenizer:
         return [self._piece(int(i)) for i in ids]
 
     def _piece(self, token_id: int) -> str:
+        if token_id == TEXT_ID:
+            return ""
         if token_id not in self._text or (token_id in self._special and not self._text[token_id]):
             self._text[token_id] = self.engine.detokenize(self.caps, [token_id])
         return self._text[token_id]
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = False, tokenize: bool = True,
                             return_dict: bool = False, **kwargs):
+        if self.text_level:
+            return self._record(list(messages), add_generation_prompt)
         if self.caps.server_template:
             ids = self.engine.template_ids(self.caps, list(messages), add_generation_prompt)
             return ids if tokenize else self.decode(ids)
@@ -103,6 +122,26 @@ class RemoteTokenizer:
                                                   tokenize=tokenize, return_dict=return_dict, **kwargs)
         raise LlmchatError(f"{self.caps.engine} cannot apply the chat template",
                            "set `tokenizer =` in the models.toml entry")
+
+    def _record(self, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+        """Text level: placeholders, one per estimated token (the local tokenizer's count when the
+        entry names one, else UTF-8 bytes / 4 plus 4 per message); the server's own count comes
+        back in its usage report."""
+        if self.local is not None:
+            count = len(self.local.apply_chat_template(messages, add_generation_prompt=add_generation_prompt))
+        else:
+            count = sum(len(str(m.get("content", "")).encode("utf-8")) for m in messages) // 4 + 4 * len(messages)
+        ids = [TEXT_ID] * max(1, count)
+        if add_generation_prompt:
+            self.recorded = (ids, messages)
+        return ids
+
+    def messages_for(self, ids: list[int]) -> list[dict]:
+        """The conversation whose placeholders `ids` are (text level), or a clear refusal."""
+        if self.recorded is None or list(ids) != self.recorded[0]:
+            raise LlmchatError(f"{self.caps.engine} servers work at text level: prompts are messages, not token ids "
+                               "(/branch, `next`, `tokenize` and --raw need ids)", TEXT_LEVEL_FIX)
+        return self.recorded[1]
 
     def get_vocab(self) -> dict[str, int]:
         return self.local.get_vocab() if self.local is not None else {}

@@ -221,7 +221,7 @@ def inspect_table(console, events: list[TokenEvent]) -> None:
         alts = Text()
         for n, a in enumerate(e.alternatives):
             alts.append(f"{n}:", style="dim")
-            alts.append(shown(a.piece) + f" {_pct(a.prob)}  ", style="bold" if a.id == e.id else "")
+            alts.append(shown(a.piece) + f" {_pct(a.prob)}  ", style="bold" if _same(a, e) else "")
         table.add_row(str(e.index), Text(shown(e.piece) if not e.text else visible(e.text), style=prob_style(e.prob, colour_system(console)) if not math.isnan(e.prob) and colour_system(console) else ""),
                       _pct(e.prob), f"{e.entropy:.2f}" if not math.isnan(e.entropy) else "-", alts)
     console.print(table)
@@ -229,12 +229,17 @@ def inspect_table(console, events: list[TokenEvent]) -> None:
                        "/inspect N zooms in · /branch N ALT", style="dim"))
 
 
+def _same(alternative, event: TokenEvent) -> bool:
+    """Is this alternative the chosen token? By id; by text on a text-level server (no ids)."""
+    return alternative.id == event.id if event.id >= 0 else alternative.piece == event.piece
+
+
 def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
     from rich.table import Table
     from rich.text import Text
 
     console.print(Text(f"token {event.index}: ", style="bold") + Text(visible(event.text) if event.text else shown(event.piece))
-                  + Text(f"  id {event.id} · piece {sanitize(repr(event.piece))} · bytes {event.bytes.hex(' ') or '-'} · "
+                  + Text(f"  id {event.id if event.id >= 0 else '- (text level)'} · piece {sanitize(repr(event.piece))} · bytes {event.bytes.hex(' ') or '-'} · "
                          f"prob {_pct(event.prob)} · sampled with prob {_pct(event.sample_prob)} · "
                          + (f"entropy {event.entropy:.2f} nats" if not math.isnan(event.entropy) else
                             "entropy - (the engine sends only the top K)"), style="dim"))
@@ -242,7 +247,7 @@ def inspect_one(console, event: TokenEvent, width: int = 30) -> None:
     for name in ("alt", "token", "prob", ""):
         table.add_column(name, no_wrap=True)
     for n, a in enumerate(event.alternatives):
-        mark = " ◂ chosen" if a.id == event.id else ""
+        mark = " ◂ chosen" if _same(a, event) else ""
         table.add_row(str(n), Text(shown(a.piece)), _pct(a.prob),
                       Text("█" * int(round(a.prob * width)), style="cyan") + Text(mark, style="bold"))
     console.print(table)
