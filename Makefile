@@ -13,7 +13,7 @@ ANCHORS ?= .venv-anchors
 # llama.cpp, the speed reference of bench/: built from source in its own venv (~5-17 min on 2 cores).
 LLAMA_CPP_SPEC ?= llama-cpp-python==0.3.36
 
-.PHONY: setup chat test bench bench-anchors clean-venv
+.PHONY: setup chat test bench bench-anchors bench-remote clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py --anchor-python $(ANCHORS)/bin/python
 	$(BIN)/python bench/startup.py --anchor-python $(ANCHORS)/bin/python
+
+bench-remote: $(STAMP)
+	$(BIN)/python tests/peers/llama_server.py build
+	$(BIN)/python bench/remote.py
 
 bench-anchors: $(ANCHORS)/.stamp
 

@@ -170,11 +170,19 @@ class RawListener:
                 return
             self.conns.append(conn)
             if self.banner is not None:
-                try:
-                    conn.sendall(self.banner)
-                    conn.close()
-                except OSError:
-                    pass
+                threading.Thread(target=self._banner, args=(conn,), daemon=True).start()
+
+    def _banner(self, conn: socket.socket) -> None:
+        """As an SSH server does: its banner first, then it reads what the client sends and hangs
+        up (closing at once would race the client's request into a connection reset)."""
+        try:
+            conn.sendall(self.banner)
+            conn.settimeout(5)
+            conn.recv(65536)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def close(self) -> None:
         for conn in self.conns:
