@@ -226,3 +226,49 @@ def test_the_server_killed_mid_answer_keeps_the_partial_answer_marked(session_di
         assert exchange.answer.startswith("".join(e.text for e in seen))
     finally:
         server.stop()
+
+
+def test_a_kept_alive_connection_the_server_dropped_is_retried_on_a_fresh_one():
+    """llama-server closes a kept-alive connection after 5 s idle (cpp-httplib's
+    CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND), e.g. while a long answer holds its only slot; a request
+    on it then fails with "disconnected without sending a response". This server answers the
+    first request of every connection and hangs up on the second, so every reuse meets it."""
+    import socket
+
+    from llmchat.remote.http import Http
+
+    body = b'{"ok": true}'
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+             b"Connection: keep-alive\r\n\r\n%s" % (len(body), body))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    connections = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(conn)
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    def one(conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.recv(65536)  # the second request on this connection: hang up without answering
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    http = Http(f"http://127.0.0.1:{listener.getsockname()[1]}", read_timeout=5)
+    try:
+        assert [http.get("/props") for _ in range(4)] == [{"ok": True}] * 4
+        assert len(connections) >= 4  # each reuse failed and went on a new connection
+    finally:
+        http.close()
+        listener.close()

@@ -66,7 +66,7 @@ def test_chat_in_a_real_terminal(smollm2):  # smollm2: the converted cache exist
         tmux.close()
 
 
-def test_chat_over_a_real_llama_server(remote_models):
+def test_chat_over_a_real_llama_server(remote_models, llama_server):
     """The same chat over llama-server: answer, /view probs, /inspect, /branch, Ctrl-C keeps the session."""
     tmux = Tmux(f"'{LLMCHAT}' --models '{remote_models}' chat -m remote --no-history -t 0 -n 60")
     try:
@@ -89,6 +89,12 @@ def test_chat_over_a_real_llama_server(remote_models):
         time.sleep(1.5)
         tmux.keys("C-c")
         screen = tmux.wait_for(lambda s: "interrupted" in s)
+        import httpx
+
+        deadline = time.monotonic() + 10  # the chat closed the connection: the server's slot goes idle
+        while any(slot.get("is_processing") for slot in httpx.get(llama_server.url + "/slots", timeout=5).json()):
+            assert time.monotonic() < deadline, "llama-server still generating 10 s after Ctrl-C in chat"
+            time.sleep(0.2)
         tmux.keys("Say yes.", "Enter")  # the session goes on after Ctrl-C
         tmux.wait_for(lambda s: "» Say yes." in s and "stop:" in s.split("» Say yes.")[-1])
         tmux.keys("/exit", "Enter")

@@ -11,7 +11,10 @@ import sys
 
 import typer
 
-from typer._click import exceptions as click_exceptions  # typer vendors click; its usage errors live here
+try:  # typer (0.28, pinned: 0.29 adds pydantic and ~100 ms per run) vendors click; its usage errors live here
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typers run on click itself
+    from click import exceptions as click_exceptions
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, Interrupted, LlmchatError, OutputClosed

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from ..config.families import Family
 from ..config.registry import ModelSpec
-from ..errors import ContextOverflow, ModelRejected, UsageError
+from ..errors import ContextOverflow, LlmchatError, ModelRejected, UsageError
 from ..signals import time_limit
 from ..tokenizer import Tokenizer
 from ..tokenizer import templates
@@ -46,8 +46,8 @@ def chat_ids(loaded: PromptModel, messages: list[dict], add_generation_prompt: b
         with time_limit(templates.TEMPLATE_SECONDS):
             return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                       return_dict=False))
-    except ModelRejected:
-        raise  # already "chat template rejected: …" (the lite tokenizer renders through tokenizer/templates.py)
+    except LlmchatError:
+        raise  # already "chat template rejected: …" (tokenizer/templates.py), or a remote engine's own fault
     except Exception as exc:  # jinja errors, raise_exception() in the template, sandbox violations
         raise ModelRejected(f"chat template rejected: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                             "fix the template or use --raw") from None

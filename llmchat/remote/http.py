@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -66,7 +67,7 @@ class Http:
     def _send(self, method: str, path: str, body: dict | None, *, ok_404: bool = False) -> httpx.Response | None:
         for attempt in range(RETRIES + 1):
             try:
-                response = self.client.request(method, path, json=body)
+                response = self._fresh_on_stale(lambda: self.client.request(method, path, json=body))
             except httpx.HTTPError as exc:
                 raise self.transport_error(exc, path) from None
             if response.status_code in (429, 503) and attempt < RETRIES:
@@ -82,6 +83,17 @@ class Http:
                 raise self.status_error(response.status_code, response.text, path)
             return response
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _fresh_on_stale(send):
+        """Send; when the server hung up before answering, send once more. A kept-alive connection
+        the server closed while idle (llama-server drops them after 5 s, e.g. while a long answer
+        held its only slot) fails this way; the second try goes on a new connection, and a server
+        that truly does not answer fails it again."""
+        try:
+            return send()
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return send()
 
     def _json(self, response: httpx.Response | None, path: str) -> Any:
         if response is None:
@@ -99,7 +111,7 @@ class Http:
         for attempt in range(RETRIES + 1):
             try:
                 request = self.client.build_request("POST", path, json=body)
-                response = self.client.send(request, stream=True)
+                response = self._fresh_on_stale(lambda: self.client.send(request, stream=True))
             except httpx.HTTPError as exc:
                 raise self.transport_error(exc, path) from None
             if response.status_code in (429, 503) and attempt < RETRIES:
@@ -192,6 +204,9 @@ class Stream:
 
     def __init__(self, http: Http, response: httpx.Response, path: str):
         self.http, self.response, self.path = http, response, path
+        network = response.extensions.get("network_stream")
+        self._socket = network.get_extra_info("socket") if network is not None else None
+        self._ended = False
         self._queue: list = []
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -213,6 +228,8 @@ class Stream:
     def lines(self, should_stop: Callable[[], bool]) -> Iterator[str]:
         try:
             while True:
+                if should_stop():  # at every line: a consumer slower than the server never sees an empty queue
+                    return
                 with self._ready:
                     while not self._queue:
                         if should_stop():
@@ -220,6 +237,7 @@ class Stream:
                         self._ready.wait(self.POLL)
                     kind, value = self._queue.pop(0)
                 if kind == "end":
+                    self._ended = True
                     return
                 if kind == "error":
                     if should_stop():
@@ -231,6 +249,14 @@ class Stream:
             self.close()
 
     def close(self) -> None:
+        """Hang up. A stream cut short is shut down first: closing alone leaves the connection
+        open while the reader thread is blocked on it (seen in chat: llama-server went on
+        generating into a socket nobody read), and an engine stops only when it sees the hang-up."""
+        if not self._ended and self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.response.close()
 
 
