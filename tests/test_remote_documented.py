@@ -53,6 +53,13 @@ def _run(source, ids, **params):
     return events[:-1], events[-1]
 
 
+def _status_error(status: int, text: str, path: str):
+    """What llmchat makes of an engine's error answer (no server needed)."""
+    from llmchat.remote.http import Http
+
+    return Http("http://127.0.0.1:1", read_timeout=5).status_error(status, text, path)
+
+
 def _documented_tokens(chunks):
     """(id, logprob, top-K sorted) per token, read straight from vLLM's documented stream."""
     out = []
@@ -98,10 +105,9 @@ def test_vllm_caps_alternatives_at_20_and_says_so_once(serve):
 
 
 def test_vllm_over_its_cap_is_the_documented_400_in_one_line():
-    from llmchat.remote.http import Http
 
     body = fixture("vllm_errors")["logprobs_too_many"]["body"]
-    error = Http("http://127.0.0.1:1", read_timeout=5).status_error(400, json.dumps(body), "/v1/completions")
+    error = _status_error(400, json.dumps(body), "/v1/completions")
     assert "answered 400" in error.message and "greater than max allowed: 20" in error.message
 
 
@@ -117,11 +123,10 @@ def test_vllm_template_and_tokenize_go_to_its_tokenize_endpoint(serve):
 @pytest.mark.parametrize("case", ["prompt_too_long", "body_vllm_0_11"])
 def test_vllm_context_errors_report_the_counts(case):
     from llmchat.errors import ContextOverflow
-    from llmchat.remote.http import Http
 
     errors = fixture("vllm_errors")["prompt_too_long"]
     body = errors["body"] if case == "prompt_too_long" else errors["body_vllm_0_11"]
-    error = Http("http://127.0.0.1:1", read_timeout=5).status_error(400, json.dumps(body), "/v1/completions")
+    error = _status_error(400, json.dumps(body), "/v1/completions")
     context = 8192 if case == "prompt_too_long" else 8176
     assert isinstance(error, ContextOverflow)
     assert f"9000 prompt tokens, the server's context is {context}" in error.message
@@ -213,10 +218,9 @@ def test_sglang_without_a_tokenize_endpoint_tokenizes_with_the_entrys_tokenizer(
 @pytest.mark.parametrize("case", ["prompt_too_long", "total_too_long"])
 def test_sglang_context_errors_report_the_counts(case):
     from llmchat.errors import ContextOverflow
-    from llmchat.remote.http import Http
 
     body = fixture("sglang_errors")[case]["body"]
-    error = Http("http://127.0.0.1:1", read_timeout=5).status_error(400, json.dumps(body), "/generate")
+    error = _status_error(400, json.dumps(body), "/generate")
     assert isinstance(error, ContextOverflow)
     prompt = 9000 if case == "prompt_too_long" else 8180
     assert f"{prompt} prompt tokens, the server's context is 8192" in error.message

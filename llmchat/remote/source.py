@@ -36,7 +36,7 @@ from ..tokenizer.detokenize import IncrementalDetokenizer
 from .base import Capabilities, RawToken, _sse, ignored
 from .engines import ENGINES, detect
 from .http import Http
-from .tokenizer import TEXT_ID, TEXT_LEVEL_FIX
+from .tokenizer import TEXT_ID, text_level_error
 
 DEFAULT_CONTEXT = 8192  # when neither models.toml nor the server says (the server still refuses what does not fit)
 FULL_DISTRIBUTION = 262144  # `next` asks llama-server for every token's probability up to this vocabulary
@@ -107,8 +107,7 @@ class RemoteEngine:
 
     def _check_ids(self, ids: list[int]) -> None:
         if not self.caps.token_ids:
-            raise LlmchatError(f"{self.caps.engine} servers work at text level: they take no token ids",
-                               TEXT_LEVEL_FIX)
+            raise text_level_error(self.caps.engine)
         vocab = self.caps.vocab
         bad = next((i for i in ids if i < 0 or (vocab and i >= vocab)), None)
         if bad is not None:
@@ -142,9 +141,9 @@ class RemoteEngine:
         ids = [int(i) for i in ids]
         continues = list(continues)
         if not self.caps.token_ids:
+            if continues:  # a branch prefix is ids
+                raise text_level_error(self.caps.engine)
             messages = self.tokenizer.messages_for(ids)
-            if continues:
-                self.tokenizer.messages_for([])  # refuses: a branch prefix is ids
         else:
             self._check_ids(ids)
         room = self.context_length - len(ids)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..errors import LlmchatError, UsageError
 from ..tokenizer.pieces import Piece, Tokenized, char_spans
 from .source import RemoteEngine
+from .tokenizer import text_level_error
 
 
 def tokenize(source: RemoteEngine, *, text: str | None = None, conversation: list[dict] | None = None,
@@ -20,7 +21,7 @@ def tokenize(source: RemoteEngine, *, text: str | None = None, conversation: lis
                 for i in ids]
         return Tokenized(alias, decoded, _pieces(tok, ids, data, char_spans(data), ()), source.context_length)
     if not caps.token_ids:
-        source._check_ids([])  # a text-level server: the one-line refusal
+        raise text_level_error(caps.engine)
     if not caps.server_tokenize:
         raise LlmchatError(f"{caps.engine} has no tokenize endpoint",
                            "set `tokenizer =` in the models.toml entry to tokenize with the model's own tokenizer here")

@@ -21,7 +21,13 @@ from ..errors import LlmchatError
 from .base import Capabilities, Engine
 
 TEXT_ID = -1  # the id of every token of a text-level server (`null` in --json)
-TEXT_LEVEL_FIX = "use a llama.cpp, vLLM or SGLang server for token-level work"
+
+
+def text_level_error(engine: str) -> LlmchatError:
+    """The one refusal of token-level work on a text-level server."""
+    return LlmchatError(f"{engine} servers work at text level: prompts are messages, not token ids "
+                        "(/branch, `next`, `tokenize` and --raw need ids)",
+                        "use a llama.cpp, vLLM or SGLang server for token-level work")
 
 
 class RemoteTokenizer:
@@ -78,8 +84,7 @@ class RemoteTokenizer:
     # ------------------------------------------------------------------ the protocol
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if self.text_level:
-            raise LlmchatError(f"{self.caps.engine} servers work at text level: they take no token ids",
-                               TEXT_LEVEL_FIX)
+            raise text_level_error(self.caps.engine)
         if self.caps.server_tokenize:
             return self.engine.tokenize(self.caps, text, add_special_tokens)
         if self.local is not None:
@@ -139,8 +144,7 @@ class RemoteTokenizer:
     def messages_for(self, ids: list[int]) -> list[dict]:
         """The conversation whose placeholders `ids` are (text level), or a clear refusal."""
         if self.recorded is None or list(ids) != self.recorded[0]:
-            raise LlmchatError(f"{self.caps.engine} servers work at text level: prompts are messages, not token ids "
-                               "(/branch, `next`, `tokenize` and --raw need ids)", TEXT_LEVEL_FIX)
+            raise text_level_error(self.caps.engine)
         return self.recorded[1]
 
     def get_vocab(self) -> dict[str, int]:

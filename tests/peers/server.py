@@ -60,15 +60,21 @@ class LlamaServer:
     def pid(self) -> int:
         return self.proc.pid
 
+    def _signal(self, number: int) -> None:
+        try:
+            os.kill(self.proc.pid, number)
+        except ProcessLookupError:  # it died (and was reaped by another thread's wait) since poll() looked
+            pass
+
     def kill(self) -> None:
         """SIGKILL: the server dies as a crashed node does, mid-answer."""
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
