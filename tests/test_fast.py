@@ -125,15 +125,16 @@ def gguf_blocks(kind, rows: int, cols: int, scale_at: list[int], seed: int) -> n
     ("Q4_0", [0], "int4"), ("Q4_1", [0, 2], "int4"), ("Q8_0", [0], "int8-group"), ("Q4_K", [0, 2], "int4"),
     ("Q5_K", [0, 2], "float"), ("Q6_K", [208], "float")])
 def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, expect):
-    """Every block type gives exactly the weights gguf-py's reference dequantizer gives; the ones
-    the kernels can take stay in their codes, the others become int8 under quant = auto."""
+    """Without the compiled kernel (tests/test_qdot.py covers it), every block type gives exactly
+    the weights gguf-py's reference dequantizer gives; the ones torch's kernels can take stay in
+    their codes, the others become int8 under quant = auto."""
     from gguf import GGMLQuantizationType, dequantize
 
     kind = GGMLQuantizationType[kind_name]
     rows, cols = 32, 512
     data = gguf_blocks(kind, rows, cols, scale_at, seed=len(kind_name) + scale_at[-1])
     expected = torch.from_numpy(dequantize(data, kind).astype(np.float32)).reshape(rows, cols)
-    raw = W.raw_from_gguf(data, kind, [rows, cols])
+    raw = W.raw_from_gguf(data, kind, [rows, cols], native=False)
     assert raw.kind == expect
     assert torch.allclose(raw.dequantize(), expected, rtol=1e-6, atol=1e-7 * float(expected.abs().max()))
     linear = Q.build(raw, "auto", torch.float32)
@@ -151,20 +152,23 @@ def test_gguf_block_types_read_as_gguf_py_dequantizes_them(kind_name, scale_at, 
 @pytest.mark.smollm2
 def test_gguf_blocks_are_repacked_not_requantized(smollm2, smollm2_reference):
     """gguf-py's reading of the Q4_1 / Q8_0 blocks (with the q/k rows un-permuted) gives exactly
-    the weights transformers' GGUF loader dequantizes: nothing was re-quantized on the way."""
+    the weights transformers' GGUF loader dequantizes: nothing was re-quantized on the way, with
+    the compiled kernel (the file's blocks) and without it (torch's int4 / int8 groups)."""
     spec = smollm2.spec
     config = json.loads((smollm2.folder / "config.json").read_text())
-    raws = W.read_gguf(gguf_file(spec), config)
     params = dict(smollm2_reference.model.named_parameters())
-    kinds = {}
-    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-                 "model.layers.7.mlp.down_proj.weight", "model.embed_tokens.weight"):
-        raw = raws[name]
-        kinds[name.split(".")[-2]] = raw.kind
-        assert torch.equal(raw.dequantize(), params[name].detach()), name
-    assert kinds == {"q_proj": "int4", "k_proj": "int4", "down_proj": "int4", "embed_tokens": "int8-group"}
-    assert smollm2.quant == "int4+int8-group" and smollm2.backend == "llmchat"
-    assert smollm2.model.kinds() == {"int4": 120, "int8-group": 1}  # q/k/v and gate/up fused
+    for native, expect in ((True, {"q_proj": "gguf", "k_proj": "gguf", "down_proj": "gguf", "embed_tokens": "gguf"}),
+                           (False, {"q_proj": "int4", "k_proj": "int4", "down_proj": "int4", "embed_tokens": "int8-group"})):
+        raws = W.read_gguf(gguf_file(spec), config, native=native)
+        kinds = {}
+        for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                     "model.layers.7.mlp.down_proj.weight", "model.embed_tokens.weight"):
+            raw = raws[name]
+            kinds[name.split(".")[-2]] = raw.kind
+            assert torch.equal(raw.dequantize(), params[name].detach()), name
+        assert kinds == expect
+    assert smollm2.quant == "gguf-q4_1+gguf-q8_0" and smollm2.backend == "llmchat"
+    assert smollm2.model.kinds() == {"gguf-q4_1": 120, "gguf-q8_0": 1}  # q/k/v and gate/up fused
 
 
 @pytest.mark.smollm2

@@ -341,6 +341,7 @@ def describe_weights(source) -> str:
     kinds = [k for k in str(source.weights).split("+") if k]
     names = {"none": "unquantized weights", "int4": "int4 weights", "int8": "int8 weights",
              "int8-group": "int8 weights in groups of 32"}
+    names.update({k: k.removeprefix("gguf-").upper() + " blocks" for k in kinds if k.startswith("gguf-")})
     weights = " + ".join(names.get(k, k) for k in kinds) or "weights"
     engine = {"llmchat": "llmchat's own CPU forward pass", "transformers": "transformers' modeling code"}
     where = getattr(source, "device", None)

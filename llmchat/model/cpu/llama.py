@@ -151,6 +151,9 @@ class CpuLlama:
         self.device = torch.device("cpu")
         self.scale = 1.0 / math.sqrt(shape.head_dim)
         self._cis = torch.empty(0, shape.head_dim // 2, dtype=torch.complex64)
+        from . import native
+
+        self._lib = native.library()  # the compiled small ops (norm, one-query attention, SwiGLU), when built
 
     # ---- the transformers-like surface the engine uses
     def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
@@ -159,20 +162,25 @@ class CpuLlama:
         logits = self.forward(input_ids[0], cache, logits_to_keep)
         return SimpleNamespace(logits=logits[None], cache=cache)
 
+    def matmuls(self) -> list:
+        """Every linear a token goes through, the output head last."""
+        out = [lin for layer in self.layers for lin in (*_parts(layer.qkv), layer.o, *_parts(layer.gate_up), layer.down)]
+        return out + [self.head]
+
     def kinds(self) -> dict[str, int]:
         """How many matmuls of each kind (int4, int8, float…) the model runs per token."""
         counts: dict[str, int] = {}
-        for layer in self.layers:
-            for lin in (*_parts(layer.qkv), layer.o, *_parts(layer.gate_up), layer.down):
-                counts[lin.kind] = counts.get(lin.kind, 0) + 1
-        counts[self.head.kind] = counts.get(self.head.kind, 0) + 1
+        for lin in self.matmuls():
+            counts[lin.kind] = counts.get(lin.kind, 0) + 1
         return counts
 
     @property
     def quant_label(self) -> str:
-        """How the matmuls are held, e.g. "int4+int8-group" for a Q4_1 GGUF, "none" for fp32."""
+        """How the matmuls are held, e.g. "gguf-q4_1+gguf-q8_0" for the default Q4_1 GGUF (its own
+        blocks, compiled kernel), "int4+int8-group" for it on torch's kernels, "none" for fp32."""
         kinds = [k for k in self.kinds() if k != "float"] or ["none"]
-        return "+".join(sorted(kinds, key=["int4", "int8", "int8-group", "none"].index))
+        order = ["int4", "int8", "int8-group", "none"]
+        return "+".join(sorted(kinds, key=lambda k: (order.index(k) if k in order else -1, k)))
 
     # ---- the forward pass
     def _rope(self, end: int) -> torch.Tensor:
@@ -196,8 +204,10 @@ class CpuLlama:
         x = self.embed(ids.to(torch.long))
         q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
         group = s.heads // s.kv_heads
+        lib = self._lib
+        norm = self._native_norm if lib is not None else _rms_norm
         for i, layer in enumerate(self.layers):
-            h = _rms_norm(x, layer.attn_norm, s.eps)
+            h = norm(x, layer.attn_norm, s.eps)
             if isinstance(layer.qkv, tuple):
                 q, k, v = (lin(h) for lin in layer.qkv)
             else:
@@ -206,23 +216,41 @@ class CpuLlama:
             k = _rotate(k, cis, T, s.kv_heads, s.head_dim)
             cache.k[i, :, start:end] = k.transpose(0, 1)
             cache.v[i, :, start:end] = v.view(T, s.kv_heads, s.head_dim).transpose(0, 1)
-            keys, values = cache.k[i, :, :end], cache.v[i, :, :end]
-            # fp32 SDPA reads only the filled part of the cache; grouped heads share K/V (no copy).
-            attn = F.scaled_dot_product_attention(
-                q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
-                is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=group > 1)
-            attn = attn[0].transpose(0, 1).reshape(T, q_size)
+            if T == 1 and lib is not None:  # one query: the compiled loop (torch's SDPA costs ~60 us a call here)
+                q = q.contiguous()
+                attn = torch.empty(1, q_size)
+                lib.llmchat_attend1(q.data_ptr(), cache.k[i].data_ptr(), cache.v[i].data_ptr(), s.heads, s.kv_heads,
+                                    cache.k.shape[2], end, s.head_dim, self.scale, attn.data_ptr())
+            else:
+                keys, values = cache.k[i, :, :end], cache.v[i, :, :end]
+                # fp32 SDPA reads only the filled part of the cache; grouped heads share K/V (no copy).
+                attn = F.scaled_dot_product_attention(
+                    q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                    is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=group > 1)
+                attn = attn[0].transpose(0, 1).reshape(T, q_size)
             x = x + layer.o(attn)
-            h = _rms_norm(x, layer.mlp_norm, s.eps)
+            h = norm(x, layer.mlp_norm, s.eps)
             if isinstance(layer.gate_up, tuple):
                 gate, up = (lin(h) for lin in layer.gate_up)
+                act = F.silu(gate) * up
+            elif lib is not None:
+                gu = layer.gate_up(h).contiguous()
+                act = torch.empty(T, gu.shape[1] // 2)
+                lib.llmchat_swiglu(gu.data_ptr(), T, act.shape[1], act.data_ptr())
             else:
                 gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+                act = F.silu(gate) * up
+            x = x + layer.down(act)
         cache.length = end
         if logits_to_keep:
             x = x[-logits_to_keep:]
-        return self.head(_rms_norm(x, self.norm, s.eps))
+        return self.head(norm(x, self.norm, s.eps))
+
+    def _native_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        self._lib.llmchat_rmsnorm(x.data_ptr(), weight.data_ptr(), x.shape[0], x.shape[1], eps, out.data_ptr())
+        return out
 
 
 def _parts(linear) -> tuple:

@@ -168,7 +168,56 @@ class Int8GroupLinear(_Stored):
         return picked.permute(1, 0, 2).reshape(len(ids), -1)
 
 
+class GgufLinear(_Stored):
+    """A GGUF tensor's blocks as the file holds them (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K), run by
+    the compiled kernel (native.py, qdot.c): int8 activations x the file's own grid, no repacking.
+
+    `blocks` is [out, row bytes] uint8 (rows can be picked, permuted and concatenated like any
+    matrix); `info` is [type, in]. kind is "gguf-<type>", e.g. "gguf-q8_0".
+    """
+
+    FIELDS = (("blocks", "gguf_blocks"), ("info", "gguf_info"))
+
+    def __init__(self, blocks: torch.Tensor, info: torch.Tensor, bias: torch.Tensor | None = None):
+        from . import native
+
+        self.blocks, self.info, self.bias = blocks.contiguous(), info, bias
+        self.type, self.in_features = int(info[0]), int(info[1])
+        self.out_features = blocks.shape[0]
+        self.kind = "gguf-" + GGUF_TYPES[self.type]
+        self._lib = native.library()
+        if self._lib is None:
+            raise RuntimeError(f"the GGUF kernel is not available: {native.why_not()}")
+        if self._lib.llmchat_row_bytes(self.type, self.in_features) != blocks.shape[1]:
+            raise ValueError(f"{self.kind}: {blocks.shape[1]} bytes per row do not hold {self.in_features} weights")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous() if x.dtype == torch.float32 else x.float().contiguous()
+        y = torch.empty(x.shape[0], self.out_features)
+        if self._lib.llmchat_qmatmul(self.type, self.blocks.data_ptr(), self.out_features, self.in_features,
+                                     x.data_ptr(), x.shape[0], y.data_ptr()):
+            raise MemoryError(f"the GGUF kernel could not run {self.kind} ({x.shape[0]} x {self.in_features})")
+        return self._biased(y)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Dequantized rows (an embedding lookup), exactly as GGUF defines the blocks, in fp32."""
+        ids = ids.to(torch.int64).contiguous()
+        out = torch.empty(len(ids), self.in_features)
+        self._lib.llmchat_dequant_rows(self.type, self.blocks.data_ptr(), self.in_features, ids.data_ptr(), len(ids),
+                                       out.data_ptr())
+        return out
+
+
+# GGML type numbers the kernel takes (gguf-py's GGMLQuantizationType values) and their names.
+GGUF_TYPES = {2: "q4_0", 3: "q4_1", 8: "q8_0", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
+GGUF_BLOCK = {2: 32, 3: 32, 8: 32, 12: 256, 13: 256, 14: 256}
+
 KINDS = {cls.kind: cls for cls in (FloatLinear, Int4Linear, Int8Linear, Int8GroupLinear)}
+
+
+def linear_class(kind: str):
+    """The class that restores a stored linear of this kind."""
+    return GgufLinear if kind.startswith("gguf-") else KINDS[kind]
 
 
 class Int4Rows(_Stored):
@@ -193,7 +242,7 @@ class Raw:
 
     kind "float": `values` (any float dtype). kind "int4": `codes` 0..15 with `scale`/`zero` per
     group of 32 (w = (q - 8) * scale + zero). kind "int8-group": int8 `codes` with `scale` per group
-    (w = q * scale).
+    (w = q * scale). kind "gguf": the file's `blocks` [out, row bytes] of GGML type `gtype`, `cols` wide.
     """
 
     kind: str
@@ -202,15 +251,26 @@ class Raw:
     scale: torch.Tensor | None = None
     zero: torch.Tensor | None = None
     requantize: bool = False  # float values dequantized from a block type the kernels cannot take
+    blocks: torch.Tensor | None = None
+    gtype: int = 0
+    cols: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
+        if self.kind == "gguf":
+            return (self.blocks.shape[0], self.cols)
         return tuple((self.values if self.values is not None else self.codes).shape)
 
     def dequantize(self) -> torch.Tensor:
         """fp32 values, computed the way GGUF defines them."""
         if self.kind == "float":
             return self.values.float()
+        if self.kind == "gguf":
+            import numpy as np
+            from gguf import dequantize
+
+            values = dequantize(self.blocks.numpy(), self.gtype).astype(np.float32)
+            return torch.from_numpy(values).reshape(self.shape)
         out, inp = self.shape
         q = self.codes.float().reshape(out, inp // GROUP, GROUP)
         if self.kind == "int4":
@@ -230,6 +290,10 @@ def fuse(raws: list[Raw]) -> Raw | None:
         if len(dtypes) != 1 or len({r.requantize for r in raws}) != 1:
             return None
         return Raw("float", values=torch.cat([r.values for r in raws]), requantize=raws[0].requantize)
+    if kind == "gguf":
+        if len({(r.gtype, r.cols) for r in raws}) != 1:
+            return None
+        return Raw("gguf", blocks=torch.cat([r.blocks for r in raws]), gtype=raws[0].gtype, cols=raws[0].cols)
     cat = lambda name: None if getattr(raws[0], name) is None else torch.cat([getattr(r, name) for r in raws])  # noqa: E731
     return Raw(kind, codes=cat("codes"), scale=cat("scale"), zero=cat("zero"))
 
@@ -243,7 +307,11 @@ def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = N
     - "none" dequantizes everything to `dtype`;
     - "int4" / "int8" quantize float weights (a file's own 4-bit blocks are never widened). The
       output head (`head`) gets int8 under "int4": it is the most sensitive matrix.
+    GGUF blocks the compiled kernel takes (`raw.kind == "gguf"`) run as themselves under every
+    mode but "none".
     """
+    if raw.kind == "gguf" and mode != "none":
+        return GgufLinear(raw.blocks, torch.tensor([raw.gtype, raw.cols]), bias)
     if raw.kind == "int4" and mode != "none" and int4_fits(*raw.shape):
         return Int4Linear.from_codes(raw.codes, raw.scale, raw.zero, bias)
     if raw.kind == "int8-group" and mode in ("auto", "int8") or raw.kind == "int8-group" and mode == "int4" and head:

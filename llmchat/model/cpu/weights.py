@@ -26,7 +26,7 @@ from ...paths import atomic_file
 from . import quant as Q
 from .llama import CpuLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 6  # 6: int8-group tensors stored as int8_group_*
+PACK_FORMAT = 7  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -35,7 +35,7 @@ _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn
 
 # ---------------------------------------------------------------------------- readers → {hf name: Raw}
 
-def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
+def read_gguf(path: Path, config: dict, native: bool | None = None) -> dict[str, Q.Raw]:
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
@@ -47,16 +47,18 @@ def read_gguf(path: Path, config: dict) -> dict[str, Q.Raw]:
         name = _hf_name(tensor.name)
         if name is None:
             continue
-        raw = raw_from_gguf(tensor.data, tensor.tensor_type, [int(n) for n in reversed(tensor.shape)])
+        raw = raw_from_gguf(tensor.data, tensor.tensor_type, [int(n) for n in reversed(tensor.shape)], native)
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias")):
             raw = _unpermute(raw, heads if "q_proj" in name else kv_heads)
         raws[name] = raw
     return raws
 
 
-def raw_from_gguf(data: np.ndarray, kind, shape: list[int]) -> Q.Raw:
+def raw_from_gguf(data: np.ndarray, kind, shape: list[int], native: bool | None = None) -> Q.Raw:
     """One GGUF tensor (its bytes as gguf-py maps them, its type, its [rows, cols] shape) as a Raw.
 
+    With the compiled kernel (`native`, by default: when native.library() loads), the block types
+    it takes (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) stay the file's bytes, kind "gguf". Without it:
     Q4_0, Q4_1 and Q4_K blocks are int4 groups of 32 and Q8_0 blocks int8 groups of 32, copied
     as they are. F32/F16 stay float. Every other block type (Q5_K, Q6_K, IQ…) is dequantized by
     gguf-py and marked `requantize`: the CPU kernels cannot take those grids, so `quant = auto`
@@ -67,6 +69,13 @@ def raw_from_gguf(data: np.ndarray, kind, shape: list[int]) -> Q.Raw:
     if kind in (T.F32, T.F16):
         return Q.Raw("float", values=torch.from_numpy(np.array(data)).reshape(shape))
     rows = shape[0]
+    if native is None:
+        from . import native as N
+
+        native = N.library() is not None
+    if native and int(kind) in Q.GGUF_TYPES and len(shape) == 2 and shape[1] % Q.GGUF_BLOCK[int(kind)] == 0:
+        blocks = torch.from_numpy(np.ascontiguousarray(data).reshape(rows, -1).copy())
+        return Q.Raw("gguf", blocks=blocks, gtype=int(kind), cols=shape[1])
     if kind in (T.Q4_0, T.Q4_1, T.Q8_0):
         block = {T.Q4_0: 18, T.Q4_1: 20, T.Q8_0: 34}[kind]
         blocks = np.ascontiguousarray(data).reshape(rows, -1, block)
@@ -112,7 +121,7 @@ def _hf_name(gguf_name: str) -> str | None:
 
 def _unpermute(raw: Q.Raw, n_head: int) -> Q.Raw:
     """transformers' reverse_permute_weights, applied to whole rows (blocks run along the input)."""
-    rows = raw.shape[0] if raw.values is None or raw.values.dim() > 1 else raw.values.shape[0]
+    rows = raw.shape[0] if raw.values is None or raw.values.dim() > 1 else raw.values.shape[0]  # (a bias is 1-d)
     dim = rows // n_head // 2
     return _pick_rows(raw, torch.arange(rows).reshape(n_head, dim, 2).transpose(1, 2).reshape(rows))
 
@@ -120,7 +129,7 @@ def _unpermute(raw: Q.Raw, n_head: int) -> Q.Raw:
 def _pick_rows(raw: Q.Raw, order: torch.Tensor) -> Q.Raw:
     pick = lambda t: None if t is None else t[order].contiguous()  # noqa: E731
     return Q.Raw(raw.kind, values=pick(raw.values), codes=pick(raw.codes), scale=pick(raw.scale), zero=pick(raw.zero),
-                 requantize=raw.requantize)
+                 requantize=raw.requantize, blocks=pick(raw.blocks), gtype=raw.gtype, cols=raw.cols)
 
 
 def read_safetensors(folder: Path) -> dict[str, Q.Raw]:
@@ -205,6 +214,10 @@ def _check_widths(layer: Layer, shape: Shape, config: dict, index: int) -> None:
 
 
 def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
+    if raw.kind == "gguf" and quant != "none":
+        if isinstance(tied_head, Q.GgufLinear):
+            return Rows(grouped=tied_head)
+        return Rows(grouped=Q.GgufLinear(raw.blocks, torch.tensor([raw.gtype, raw.cols])))
     if raw.kind == "int4" and quant != "none":
         return Rows(grouped=Q.Int4Rows(raw.codes.to(torch.uint8).contiguous(), raw.scale.float().contiguous(),
                                        raw.zero.float().contiguous()))
@@ -223,7 +236,10 @@ def pack_name(quant: str, dtype: torch.dtype, config: dict) -> str:
     """The cache file name. torch's int4 layout depends on torch and the CPU, and the packed model
     bakes in config.json's shape and RoPE, so all of them are in the key; `pack_prefix` is the
     part shared by every version of this (quant, dtype) pair, so that stale ones can be removed."""
-    key = (f"{PACK_FORMAT}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
+    from . import native
+
+    kernel = "qdot" if native.library() is not None else "torch"  # which kernels the packing was made for
+    key = (f"{PACK_FORMAT}|{kernel}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
            f"{json.dumps(config, sort_keys=True)}")
     return f"{pack_prefix(quant, dtype)}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
 
@@ -256,6 +272,9 @@ def save(model: CpuLlama, path: Path) -> None:
         embed = "shared-float" if isinstance(model.head, Q.FloatLinear) and model.embed.table is model.head.weight else "table"
         if embed == "table":
             tensors["embed"] = model.embed.table
+    elif isinstance(model.embed.grouped, Q.GgufLinear) and model.embed.grouped is not model.head:
+        embed = "gguf"
+        tensors.update(model.embed.grouped.state("embed."))
     elif isinstance(model.embed.grouped, Q.Int4Rows):
         embed = "int4rows"
         tensors.update(model.embed.grouped.state("embed."))
@@ -324,8 +343,8 @@ def restore(path: Path) -> CpuLlama:
     def get(prefix: str):
         kind = meta["layout"][prefix]
         if isinstance(kind, list):
-            return tuple(Q.KINDS[k].restore(tensors, f"{prefix}.{j}.") for j, k in enumerate(kind))
-        return Q.KINDS[kind].restore(tensors, prefix + ".")
+            return tuple(Q.linear_class(k).restore(tensors, f"{prefix}.{j}.") for j, k in enumerate(kind))
+        return Q.linear_class(kind).restore(tensors, prefix + ".")
 
     shape = Shape(**meta["shape"])
     layers = [Layer(attn_norm=tensors[f"l{i}.attn_norm"], qkv=get(f"l{i}.qkv"), o=get(f"l{i}.o"),
@@ -335,6 +354,7 @@ def restore(path: Path) -> CpuLlama:
     embed = {"shared-float": lambda: Rows(table=head.weight), "table": lambda: Rows(table=tensors["embed"]),
              "head": lambda: Rows(grouped=head),
              "grouped": lambda: Rows(grouped=Q.Int8GroupLinear.restore(tensors, "embed.")),
+             "gguf": lambda: Rows(grouped=Q.GgufLinear.restore(tensors, "embed.")),
              "int4rows": lambda: Rows(grouped=Q.Int4Rows.restore(tensors, "embed."))}[meta["embed"]]()
     return CpuLlama(shape, tensors["inv_freq"], embed, layers, tensors["norm"], head, meta["quant"],
                      getattr(torch, meta["dtype"]))

@@ -1,0 +1,170 @@
+"""The compiled GGUF kernel (llmchat/model/cpu/qdot.c through native.py) against references.
+
+- its arithmetic: for every block type, y = x @ W^T equals, to float rounding, the same sum
+  computed in float64 from gguf-py's dequantized W and the int8 activations quantized as the kernel
+  does (d = amax / 127 per 32, round half to even); and it is within the activation rounding of
+  the plain float product;
+- one token (the fused decode loop) and many (the tiled prefill loop) give the same rows;
+- embedding rows come out exactly as gguf-py dequantizes them;
+- the portable build (no AVX2) gives the same numbers; no compiler means torch's kernels, said why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from llmchat.model.cpu import native
+from llmchat.model.cpu import quant as Q
+from llmchat.model.cpu import weights as W
+
+TYPES = {"Q4_0": [0], "Q4_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+
+
+def blocks_of(kind_name: str, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Random bytes laid out as blocks of this type, with finite fp16 scales (Q4_1's min negative)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    kind = GGMLQuantizationType[kind_name]
+    per, size = GGML_QUANT_SIZES[kind]
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
+    for at in TYPES[kind_name]:
+        values = rng.random(len(data)) * 0.05 + 0.001
+        if kind_name == "Q4_1" and at == 2:
+            values = -values * 2
+        data[:, at:at + 2] = values.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    return data.reshape(rows, -1)
+
+
+def dequantized(kind_name: str, data: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    from gguf import GGMLQuantizationType, dequantize
+
+    return dequantize(data, GGMLQuantizationType[kind_name]).astype(np.float64).reshape(rows, cols)
+
+
+def int8_activations(x: np.ndarray) -> np.ndarray:
+    """x as the kernel sees it: int8 codes times one scale per 32 (float64)."""
+    blocks = x.astype(np.float32).reshape(x.shape[0], -1, 32)
+    d = np.abs(blocks).max(-1, keepdims=True) / np.float32(127)
+    inv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.rint(blocks * inv)
+    return (q * d).astype(np.float64).reshape(x.shape)
+
+
+def linear(kind_name: str, data: np.ndarray, cols: int) -> Q.GgufLinear:
+    from gguf import GGMLQuantizationType
+
+    raw = W.raw_from_gguf(data, GGMLQuantizationType[kind_name], [data.shape[0], cols], native=True)
+    assert raw.kind == "gguf"
+    built = Q.build(raw, "auto", torch.float32)
+    assert isinstance(built, Q.GgufLinear) and built.kind == "gguf-" + kind_name.lower()
+    return built
+
+
+@pytest.fixture(scope="module")
+def lib():
+    found = native.library()
+    assert found is not None, f"the GGUF kernel did not build here: {native.why_not()}"
+    return found
+
+
+@pytest.mark.parametrize("kind_name", list(TYPES))
+@pytest.mark.parametrize("tokens", [1, 6])
+def test_kernel_computes_the_files_grid_times_int8_activations(lib, kind_name, tokens):
+    rows, cols = 40, 768
+    data = blocks_of(kind_name, rows, cols, seed=len(kind_name) * 7 + tokens)
+    w = dequantized(kind_name, data, rows, cols)
+    x = np.random.default_rng(tokens).standard_normal((tokens, cols)).astype(np.float32)
+    y = linear(kind_name, data, cols)(torch.from_numpy(x)).numpy()
+    exact_activations = int8_activations(x) @ w.T
+    scale = np.abs(exact_activations).max()
+    assert np.abs(y - exact_activations).max() < 2e-5 * scale  # integer sums exact; fp32 accumulation only
+    plain = x.astype(np.float64) @ w.T
+    assert np.abs(y - plain).max() < 0.02 * np.abs(plain).max()  # what int8 activations cost
+
+
+@pytest.mark.parametrize("kind_name", list(TYPES))
+def test_one_token_and_many_give_the_same_rows(lib, kind_name):
+    rows, cols = 36, 512  # not a multiple of the 4-row tile
+    data = blocks_of(kind_name, rows, cols, seed=3)
+    lin = linear(kind_name, data, cols)
+    x = torch.randn(5, cols)
+    many = lin(x)
+    for t in range(5):
+        one = lin(x[t:t + 1])
+        assert torch.allclose(one[0], many[t], rtol=1e-5, atol=1e-5 * float(many.abs().max()))
+
+
+@pytest.mark.parametrize("kind_name", list(TYPES))
+def test_embedding_rows_are_exactly_the_files_values(lib, kind_name):
+    rows, cols = 20, 512
+    data = blocks_of(kind_name, rows, cols, seed=11)
+    w = dequantized(kind_name, data, rows, cols).astype(np.float32)
+    ids = torch.tensor([0, 7, 19, 7])
+    assert np.array_equal(linear(kind_name, data, cols).rows(ids).numpy(), w[ids.numpy()])
+    raw = W.raw_from_gguf(data, __import__("gguf").GGMLQuantizationType[kind_name], [rows, cols], native=True)
+    assert np.array_equal(raw.dequantize().numpy(), w)  # quant = none starts from the same values
+
+
+def test_fused_and_rows_picked_like_any_matrix(lib):
+    """q/k/v fusion and the q/k row permutation work on block rows: same result as separate matmuls."""
+    cols = 512
+    parts = [W.raw_from_gguf(blocks_of("Q4_K", rows, cols, seed=rows), __import__("gguf").GGMLQuantizationType.Q4_K,
+                             [rows, cols], native=True) for rows in (32, 16, 16)]
+    order = torch.randperm(32)
+    parts[0] = W._pick_rows(parts[0], order)
+    fused = Q.build(Q.fuse(parts), "auto", torch.float32)
+    x = torch.randn(3, cols)
+    separate = torch.cat([Q.build(p, "auto", torch.float32)(x) for p in parts], dim=1)
+    assert torch.equal(fused(x), separate)
+
+
+def test_the_portable_build_gives_the_same_numbers(tmp_path):
+    """Without AVX2 (another CPU, or -march that lacks it) the plain C loops run: same results."""
+    cc = native.compiler()
+    assert cc, "no C compiler on this machine"
+    if os.uname().machine not in ("x86_64", "AMD64"):
+        pytest.skip("the portable loops are what runs on this CPU already")
+    portable = tmp_path / "qdot-portable.so"
+    subprocess.run([cc, "-O2", "-march=x86-64", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-o", str(portable),
+                    str(native.SOURCE), "-lm"], check=True)
+    import ctypes
+
+    plain = ctypes.CDLL(str(portable))
+    fast = native.library()
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    plain.llmchat_qmatmul.argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
+    from gguf import GGMLQuantizationType
+
+    for kind_name in TYPES:
+        rows, cols = 24, 512
+        data = np.ascontiguousarray(blocks_of(kind_name, rows, cols, seed=5))
+        x = np.random.default_rng(1).standard_normal((3, cols)).astype(np.float32)
+        out = [np.zeros((3, rows), dtype=np.float32) for _ in range(2)]
+        for lib_, y in ((plain, out[0]), (fast, out[1])):
+            assert lib_.llmchat_qmatmul(int(GGMLQuantizationType[kind_name]), data.ctypes.data, rows, cols,
+                                        x.ctypes.data, 3, y.ctypes.data) == 0
+        assert np.allclose(out[0], out[1], rtol=1e-5, atol=1e-5 * np.abs(out[1]).max()), kind_name
+
+
+def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):
+    """CC names no compiler: the library is not built, the reason is one line, and the GGUF blocks
+    are read the torch way (int4 groups, int8 groups, int8 channels)."""
+    code = ("from llmchat.model.cpu import native, weights as W; import numpy as np; from gguf import GGMLQuantizationType as T;"
+            "print(native.library() is None); print(native.why_not());"
+            "print(W.raw_from_gguf(np.zeros((4, 18), np.uint8), T.Q4_0, [4, 32]).kind)")
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    none, why, kind = done.stdout.strip().splitlines()
+    assert none == "True" and why.startswith(f"CC={tmp_path / 'no-such-cc'} is not a command here"), why
+    assert kind == "int4"
+    env = dict(os.environ, LLMCHAT_NATIVE="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.split() [:2] == ["True", "LLMCHAT_NATIVE=0"] and done.stdout.split()[-1] == "int4"
