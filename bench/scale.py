@@ -159,8 +159,8 @@ print(json.dumps({"decode_tps": done.decode_tps, "prefill_tps": done.prefill_tps
 """
 
 
-def run_llmchat(path: Path, ids, new: int, native: bool) -> dict:
-    env = dict(os.environ, LLMCHAT_NATIVE="1" if native else "0")
+def run_llmchat(path: Path, ids, new: int, native: bool, extra_env: dict | None = None) -> dict:
+    env = dict(os.environ, LLMCHAT_NATIVE="1" if native else "0", **(extra_env or {}))
     proc = subprocess.run([sys.executable, "-c", RUN_LLMCHAT, str(ROOT), str(path), json.dumps(ids), str(new)],
                           capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:

@@ -23,7 +23,7 @@ from llmchat.model.cpu import native
 from llmchat.model.cpu import quant as Q
 from llmchat.model.cpu import weights as W
 
-TYPES = {"Q4_0": [0], "Q4_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+TYPES = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
 
 
 def blocks_of(kind_name: str, rows: int, cols: int, seed: int) -> np.ndarray:
@@ -36,7 +36,7 @@ def blocks_of(kind_name: str, rows: int, cols: int, seed: int) -> np.ndarray:
     data = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
     for at in TYPES[kind_name]:
         values = rng.random(len(data)) * 0.05 + 0.001
-        if kind_name == "Q4_1" and at == 2:
+        if kind_name in ("Q4_1", "Q5_1") and at == 2:
             values = -values * 2
         data[:, at:at + 2] = values.astype(np.float16).view(np.uint8).reshape(-1, 2)
     return data.reshape(rows, -1)

@@ -1,4 +1,4 @@
-/* llmchat's matmul over GGUF blocks as the file holds them: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K.
+/* llmchat's matmul over GGUF blocks as the file holds them: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K.
  *
  * The method is llama.cpp's (ggml-cpu's vec_dot_*_q8_*): the activations are quantized to int8 per
  * block of 32 (one fp32 scale each, and the scaled sum of every 16 codes), and each weight block is
@@ -22,7 +22,7 @@
 #include <immintrin.h>
 #endif
 
-enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
+enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
 #define QK 32
 #define QKK 256
 #define TILE 4
@@ -49,6 +49,8 @@ int64_t llmchat_row_bytes(int type, int64_t cols) {
     switch (type) {
     case T_Q4_0: return cols / QK * 18;
     case T_Q4_1: return cols / QK * 20;
+    case T_Q5_0: return cols / QK * 22;
+    case T_Q5_1: return cols / QK * 24;
     case T_Q8_0: return cols / QK * 34;
     case T_Q4_K: return cols / QKK * 144;
     case T_Q5_K: return cols / QKK * 176;
@@ -65,6 +67,23 @@ static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
 /* One row of `cols` weights -> u8 codes [cols] (Q8_0: signed int8), scale and offset per 16. */
 static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, float *s, float *o) {
     int64_t nb = cols / QK;
+    if (type == T_Q5_0 || type == T_Q5_1) { /* 4 low bits + one high bit (qh, bit j of value j) */
+        int bytes = type == T_Q5_0 ? 22 : 24;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = w + b * bytes, *qs = blk + bytes - 16;
+            uint32_t qh;
+            memcpy(&qh, blk + bytes - 20, 4);
+            float d = h2f(blk), off = type == T_Q5_0 ? -16 * d : h2f(blk + 2);
+            uint8_t *ub = u + b * QK;
+            for (int j = 0; j < 16; j++) {
+                ub[j] = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+                ub[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+            }
+            s[2 * b] = s[2 * b + 1] = d;
+            o[2 * b] = o[2 * b + 1] = off;
+        }
+        return;
+    }
     if (type == T_Q4_0 || type == T_Q4_1 || type == T_Q8_0) {
         int bytes = type == T_Q4_0 ? 18 : type == T_Q4_1 ? 20 : 34;
         for (int64_t b = 0; b < nb; b++) {
@@ -205,6 +224,16 @@ static inline __m256i nibbles(const uint8_t *qs) {
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0xF));
 }
 
+/* 32 bits -> 32 bytes, 0xFF where the bit is set (byte i <- bit i; ggml's bytes_from_bits_32). */
+static inline __m256i bits32(const uint8_t *x) {
+    uint32_t x32;
+    memcpy(&x32, x, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x32), shuf);
+    bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
 /* hadd_ps(a, b) gives [a01 a23 b01 b23 | a45 a67 b45 b67]; this puts the pairs back in order. */
 static inline __m256 _mm256_permute4x64_pd_ps(__m256 v) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
@@ -246,12 +275,17 @@ static float dot_fused(int type, const uint8_t *w, const int8_t *q, const float 
 #undef LOADW
         return hsum(_mm256_add_ps(acc0, acc1));
     }
-    if (type == T_Q4_1) {
+    if (type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1) { /* unsigned codes, an offset per block */
+        const int bytes = type == T_Q4_1 ? 20 : type == T_Q5_0 ? 22 : 24;
+        const __m256i high = _mm256_set1_epi8(0x10);
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *blk = w + b * 20;
-            __m256 p = _mm256_cvtepi32_ps(madd32(nibbles(blk + 4), _mm256_loadu_si256((const __m256i *)(q + b * QK))));
-            __m256 sc = _mm256_set1_ps(h2f(blk) * ad[b]);
-            float o = h2f(blk + 2) * (asum[2 * b] + asum[2 * b + 1]);
+            const uint8_t *blk = w + b * bytes;
+            __m256i v = nibbles(blk + bytes - 16);
+            if (type != T_Q4_1) v = _mm256_or_si256(v, _mm256_and_si256(bits32(blk + bytes - 20), high));
+            __m256 p = _mm256_cvtepi32_ps(madd32(v, _mm256_loadu_si256((const __m256i *)(q + b * QK))));
+            float d = h2f(blk);
+            __m256 sc = _mm256_set1_ps(d * ad[b]);
+            float o = (type == T_Q5_0 ? -16.f * d : h2f(blk + 2)) * (asum[2 * b] + asum[2 * b + 1]);
             if (b & 1) { acc1 = _mm256_fmadd_ps(p, sc, acc1); off1 += o; }
             else { acc0 = _mm256_fmadd_ps(p, sc, acc0); off0 += o; }
         }

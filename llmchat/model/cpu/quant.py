@@ -169,7 +169,7 @@ class Int8GroupLinear(_Stored):
 
 
 class GgufLinear(_Stored):
-    """A GGUF tensor's blocks as the file holds them (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K), run by
+    """A GGUF tensor's blocks as the file holds them (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), run by
     the compiled kernel (native.py, qdot.c): int8 activations x the file's own grid, no repacking.
 
     `blocks` is [out, row bytes] uint8 (rows can be picked, permuted and concatenated like any
@@ -209,8 +209,8 @@ class GgufLinear(_Stored):
 
 
 # GGML type numbers the kernel takes (gguf-py's GGMLQuantizationType values) and their names.
-GGUF_TYPES = {2: "q4_0", 3: "q4_1", 8: "q8_0", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
-GGUF_BLOCK = {2: 32, 3: 32, 8: 32, 12: 256, 13: 256, 14: 256}
+GGUF_TYPES = {2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "q8_0", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
+GGUF_BLOCK = {2: 32, 3: 32, 6: 32, 7: 32, 8: 32, 12: 256, 13: 256, 14: 256}
 
 KINDS = {cls.kind: cls for cls in (FloatLinear, Int4Linear, Int8Linear, Int8GroupLinear)}
 

@@ -58,7 +58,7 @@ def raw_from_gguf(data: np.ndarray, kind, shape: list[int], native: bool | None 
     """One GGUF tensor (its bytes as gguf-py maps them, its type, its [rows, cols] shape) as a Raw.
 
     With the compiled kernel (`native`, by default: when native.library() loads), the block types
-    it takes (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K) stay the file's bytes, kind "gguf". Without it:
+    it takes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) stay the file's bytes, kind "gguf". Without it:
     Q4_0, Q4_1 and Q4_K blocks are int4 groups of 32 and Q8_0 blocks int8 groups of 32, copied
     as they are. F32/F16 stay float. Every other block type (Q5_K, Q6_K, IQ…) is dequantized by
     gguf-py and marked `requantize`: the CPU kernels cannot take those grids, so `quant = auto`
