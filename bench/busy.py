@@ -2,7 +2,7 @@
 
     python bench/busy.py [--model PATH.gguf] [--runs 2] [--new 48]
 
-For llmchat (the compiled kernel; OpenMP threads from torch's libgomp) under OMP_NUM_THREADS 2 and 1
+For llmchat as it runs by default (threads chosen from the load), and under OMP_NUM_THREADS 2 and 1
 and OMP_WAIT_POLICY active / passive, and llama.cpp at 2 and 1 threads: decode tok/s idle and with
 the busy neighbour, alternating, medians. Prints one Markdown table.
 """
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     path = Path(args.model) if args.model else default_gguf()
     ids = prompt(100)
-    variants = {}
+    variants = {"llmchat, default (threads adapt to the load, threads.py)": lambda: run_llmchat(path, ids, args.new, True)}
     for threads in (2, 1):
         for policy in ("active", "passive"):
             env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy.upper()}

@@ -168,3 +168,23 @@ def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):
     env = dict(os.environ, LLMCHAT_NATIVE="0")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.stdout.split() [:2] == ["True", "LLMCHAT_NATIVE=0"] and done.stdout.split()[-1] == "int4"
+
+
+def test_a_busy_neighbour_is_seen_and_takes_a_thread_away():
+    """bench/busy.py: spinning OpenMP threads beside a busy process are ~30x slower; llmchat
+    counts the running processes and uses one thread per free core."""
+    from llmchat.model.cpu import threads
+
+    assert threads.choose(2, 0) == 2 and threads.choose(2, 1) == 1 and threads.choose(2, 5) == 1
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert threads.busy_others() >= 1
+    finally:
+        hog.kill()
+        hog.wait()
+    env = dict(os.environ, LLMCHAT_THREADS="1")
+    code = "from llmchat.model.cpu.threads import ThreadPolicy; print(ThreadPolicy().fixed)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip() == "1"

@@ -154,11 +154,15 @@ class CpuLlama:
         from . import native
 
         self._lib = native.library()  # the compiled small ops (norm, one-query attention, SwiGLU), when built
+        from .threads import ThreadPolicy
+
+        self._threads = ThreadPolicy()  # fewer threads while another process holds a core (threads.py)
 
     # ---- the transformers-like surface the engine uses
     def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
                  logits_to_keep: int = 0, **_) -> SimpleNamespace:
         cache = cache if cache is not None else StaticKV(self.shape)
+        self._threads.tick()
         logits = self.forward(input_ids[0], cache, logits_to_keep)
         return SimpleNamespace(logits=logits[None], cache=cache)
 
