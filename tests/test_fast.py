@@ -195,15 +195,19 @@ def test_int4_quality_on_smollm2_against_float32(smollm2, smollm2_fp32, record_p
 
 @pytest.mark.smollm2
 def test_int4_probabilities_equal_a_fresh_forward_of_the_same_weights(smollm2):
-    """With the cache (prefill, then one token at a time) = without it, on the int4 model, within
-    what bf16 activations allow (the packed kernel rounds differently for 1 row and for many)."""
+    """With the cache (prefill, then one token at a time) = without it, on the default model, within
+    what int8 activations allow: the one-query attention (qdot.c) and SDPA (many queries) differ in
+    the last float bits, and the per-32 int8 rounding of the next matmul's input turns such a
+    difference into a flipped code now and then, which the next 30 layers carry on. Measured: the
+    last logits of a split prefix differ from a fresh forward by ≤ 0.57 (of 34), against ≤ 0.20 on
+    torch's bf16-activation kernels; in probability up to 0.078 (the bound was 0.02 for bf16)."""
     ids = smollm2.tokenizer.encode("The tallest mountain in the world is")
     events = greedy(smollm2, ids, 10)
     prefix = list(ids)
     for event in events:
         logits = smollm2.model(input_ids=torch.tensor([prefix]), cache=None).logits[0, -1].float()
         probs = torch.softmax(logits, -1)
-        assert abs(event.prob - float(probs[event.id])) < 0.02
+        assert abs(event.prob - float(probs[event.id])) < 0.1
         prefix.append(event.id)
 
 

@@ -154,6 +154,9 @@ class CpuLlama:
         from . import native
 
         self._lib = native.library()  # the compiled small ops (norm, one-query attention, SwiGLU), when built
+        for layer in layers:  # down_proj reads SwiGLU's outliers: int8 rounding there flips near ties (quant.GgufLinear)
+            if hasattr(layer.down, "precise"):
+                layer.down.precise = True
         from .threads import ThreadPolicy
 
         self._threads = ThreadPolicy()  # fewer threads while another process holds a core (threads.py)

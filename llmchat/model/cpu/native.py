@@ -6,7 +6,7 @@ llama.cpp's speed at 1B and a fifth on Q8_0/Q6_K. qdot.c does what llama.cpp's C
 (int8 activations x the file's own blocks, AVX2), in ~400 lines of C with no dependency.
 
 The library is compiled once per (source, compiler, CPU) into $XDG_CACHE_HOME/llmchat/native/
-(`make setup` does it ahead; a temp name renamed into place, so a crash never leaves half a
+(`make setup` does it ahead, through `build()`; a temp name renamed into place, so a crash never leaves half a
 library) and loaded with ctypes. Without a compiler, or with LLMCHAT_NATIVE=0, `library()` is None
 and `why_not()` says why: GGUF weights then run on torch's kernels (quant.py), slower but correct.
 """
@@ -88,6 +88,8 @@ def library() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.llmchat_qmatmul.argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
     lib.llmchat_qmatmul.restype = ctypes.c_int
+    lib.llmchat_qmatmul_precise.argtypes = lib.llmchat_qmatmul.argtypes
+    lib.llmchat_qmatmul_precise.restype = ctypes.c_int
     lib.llmchat_dequant_rows.argtypes = [ctypes.c_int, ptr, i64, ptr, i64, ptr]
     lib.llmchat_dequant_rows.restype = ctypes.c_int
     lib.llmchat_row_bytes.argtypes = [ctypes.c_int, i64]
@@ -104,12 +106,3 @@ def why_not() -> str | None:
     """Why `library()` is None (None when it loaded)."""
     library()
     return _why
-
-
-if __name__ == "__main__":  # `python -m llmchat.model.cpu.native`: build ahead (make setup)
-    import sys
-
-    try:
-        print(f"qdot kernel: {build()}")
-    except RuntimeError as exc:
-        print(f"warning: {exc}; GGUF models will run on torch's slower kernels", file=sys.stderr)

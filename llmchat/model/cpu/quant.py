@@ -185,6 +185,11 @@ class GgufLinear(_Stored):
         self.type, self.in_features = int(info[0]), int(info[1])
         self.out_features = blocks.shape[0]
         self.kind = "gguf-" + GGUF_TYPES[self.type]
+        # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise), set by CpuLlama for every
+        # down_proj: its input (SwiGLU's output) has outliers whose per-32 int8 rounding alone turned
+        # SmolLM2's "The capital of France is Paris." into "L'Étoile, la Marseillaise, …" (a 14.7% / 15.7%
+        # near tie). Precise down_proj restores it, for ~25% more integer work on a quarter of the weights.
+        self.precise = False
         self._lib = native.library()
         if self._lib is None:
             raise RuntimeError(f"the GGUF kernel is not available: {native.why_not()}")
@@ -194,8 +199,8 @@ class GgufLinear(_Stored):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous() if x.dtype == torch.float32 else x.float().contiguous()
         y = torch.empty(x.shape[0], self.out_features)
-        if self._lib.llmchat_qmatmul(self.type, self.blocks.data_ptr(), self.out_features, self.in_features,
-                                     x.data_ptr(), x.shape[0], y.data_ptr()):
+        run = self._lib.llmchat_qmatmul_precise if self.precise else self._lib.llmchat_qmatmul
+        if run(self.type, self.blocks.data_ptr(), self.out_features, self.in_features, x.data_ptr(), x.shape[0], y.data_ptr()):
             raise MemoryError(f"the GGUF kernel could not run {self.kind} ({x.shape[0]} x {self.in_features})")
         return self._biased(y)
 
