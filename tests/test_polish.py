@@ -357,7 +357,10 @@ def test_branch_inside_a_character_completes_it(smollm2):
     list(session.branch(split, "0"))  # force the same byte token: the prefix ends inside a character
     branched = session.exchanges[-1]
     ids = [e.id for e in branched.events]
-    assert "\ufffd" not in branched.raw
+    raw = branched.raw
+    if branched.finished.reason == "length":  # cut at max tokens: the *last* character may be partial
+        raw = raw.removesuffix("\ufffd")
+    assert "\ufffd" not in raw  # the branch point itself is completed
     assert branched.raw == smollm2.tokenizer.decode(ids, skip_special_tokens=True)
 
 
