@@ -306,9 +306,10 @@ def fuse(raws: list[Raw]) -> Raw | None:
 def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = None, head: bool = False):
     """The linear for `raw` under quant `mode`.
 
-    - "auto" keeps what the file holds: GGUF int4 and int8 blocks are repacked as they are, float
-      stays float (in fp32 on CPU, exact); other GGUF block types (`raw.requantize`) become int8
-      per channel;
+    - "auto" keeps what the file holds: GGUF blocks run as themselves on the compiled kernel
+      (GgufLinear); without it, int4 and int8 blocks are repacked as they are for torch's kernels;
+      float stays float (in fp32 on CPU, exact); other GGUF block types (`raw.requantize`) become
+      int8 per channel;
     - "none" dequantizes everything to `dtype`;
     - "int4" / "int8" quantize float weights (a file's own 4-bit blocks are never widened). The
       output head (`head`) gets int8 under "int4": it is the most sensitive matrix.
