@@ -74,14 +74,19 @@ def lib():
     return found
 
 
-@pytest.mark.parametrize("kind_name", list(TYPES))
+# (13, 544): a short 8-row tile and 17 blocks a row, whose per-16 sums the kernel pads to 40 (not for
+# the K-quants, whose rows are whole 256-value super-blocks).
+SHAPES = [(kind, shape) for kind in TYPES for shape in [(40, 768)] + ([] if kind.endswith("_K") else [(13, 544)])]
+
+
+@pytest.mark.parametrize("kind_name,shape", SHAPES)
 @pytest.mark.parametrize("tokens", [1, 6])
-def test_kernel_computes_the_files_grid_times_int8_activations(lib, kind_name, tokens):
-    rows, cols = 40, 768
+def test_kernel_computes_the_files_grid_times_int8_activations(lib, kind_name, tokens, shape):
+    rows, cols = shape
     data = blocks_of(kind_name, rows, cols, seed=len(kind_name) * 7 + tokens)
     w = dequantized(kind_name, data, rows, cols)
     x = np.random.default_rng(tokens).standard_normal((tokens, cols)).astype(np.float32)
-    y = linear(kind_name, data, cols)(torch.from_numpy(x)).numpy()
+    y = linear(kind_name, data, cols)(torch.from_numpy(x), precise=False).numpy()
     exact_activations = int8_activations(x) @ w.T
     scale = np.abs(exact_activations).max()
     assert np.abs(y - exact_activations).max() < 2e-5 * scale  # integer sums exact; fp32 accumulation only
@@ -95,10 +100,34 @@ def test_one_token_and_many_give_the_same_rows(lib, kind_name):
     data = blocks_of(kind_name, rows, cols, seed=3)
     lin = linear(kind_name, data, cols)
     x = torch.randn(5, cols)
-    many = lin(x)
-    for t in range(5):
-        one = lin(x[t:t + 1])
-        assert torch.allclose(one[0], many[t], rtol=1e-5, atol=1e-5 * float(many.abs().max()))
+    for precise in (False, True):
+        many = lin(x, precise=precise)
+        for t in range(5):
+            one = lin(x[t:t + 1], precise=precise)
+            assert torch.allclose(one[0], many[t], rtol=1e-5, atol=1e-5 * float(many.abs().max()))
+
+
+@pytest.mark.parametrize("kind_name", list(TYPES))
+def test_precise_activations_take_the_int8_rounding_error_away(lib, kind_name):
+    """down_proj's two int8 passes (x8, then the remainder x - x8 quantized again), in one sweep over the
+    weights: ~100x closer to the float product than one pass, and one token or many (1, 2, 3 and 4
+    activation rows to a tile, and a tail) give the same rows."""
+    rows, cols = 20, 512
+    data = blocks_of(kind_name, rows, cols, seed=21)
+    w = dequantized(kind_name, data, rows, cols)
+    lin = linear(kind_name, data, cols)
+    x = torch.randn(7, cols) * torch.where(torch.rand(7, cols) < 0.02, 30.0, 1.0)  # SwiGLU-like outliers
+    plain = x.double().numpy() @ w.T
+    one_pass = lin(x, precise=False).numpy()
+    two_pass = lin(x, precise=True).numpy()
+    assert np.array_equal(lin(x).numpy(), two_pass)  # a prompt's rows take two passes by default
+    scale = np.abs(plain).max()
+    assert np.abs(two_pass - plain).max() < np.abs(one_pass - plain).max() / 20
+    assert np.abs(two_pass - plain).max() < 2e-4 * scale
+    lin.precise = True  # as CpuLlama sets it for down_proj: one token takes two passes too
+    for t in range(7):
+        alone = lin(x[t:t + 1]).numpy()[0]
+        assert np.allclose(alone, two_pass[t], rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("kind_name", list(TYPES))
@@ -140,17 +169,20 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
     fast = native.library()
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     plain.llmchat_qmatmul.argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
+    plain.llmchat_qmatmul_precise.argtypes = plain.llmchat_qmatmul.argtypes
     from gguf import GGMLQuantizationType
 
     for kind_name in TYPES:
         rows, cols = 24, 512
         data = np.ascontiguousarray(blocks_of(kind_name, rows, cols, seed=5))
-        x = np.random.default_rng(1).standard_normal((3, cols)).astype(np.float32)
-        out = [np.zeros((3, rows), dtype=np.float32) for _ in range(2)]
-        for lib_, y in ((plain, out[0]), (fast, out[1])):
-            assert lib_.llmchat_qmatmul(int(GGMLQuantizationType[kind_name]), data.ctypes.data, rows, cols,
-                                        x.ctypes.data, 3, y.ctypes.data) == 0
-        assert np.allclose(out[0], out[1], rtol=1e-5, atol=1e-5 * np.abs(out[1]).max()), kind_name
+        for tokens in (1, 3):
+            x = np.random.default_rng(tokens).standard_normal((tokens, cols)).astype(np.float32)
+            for fn in ("llmchat_qmatmul", "llmchat_qmatmul_precise"):
+                out = [np.zeros((tokens, rows), dtype=np.float32) for _ in range(2)]
+                for lib_, y in ((plain, out[0]), (fast, out[1])):
+                    assert getattr(lib_, fn)(int(GGMLQuantizationType[kind_name]), data.ctypes.data, rows, cols,
+                                             x.ctypes.data, tokens, y.ctypes.data) == 0
+                assert np.allclose(out[0], out[1], rtol=1e-5, atol=1e-5 * np.abs(out[1]).max()), (kind_name, fn, tokens)
 
 
 def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):

@@ -24,6 +24,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from .quant import GgufLinear
+
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 _INITIAL_CAPACITY = 256
 
@@ -160,6 +162,7 @@ class CpuLlama:
         from .threads import ThreadPolicy
 
         self._threads = ThreadPolicy()  # fewer threads while another process holds a core (threads.py)
+        self._step = self._step_layers()  # one C call per decode step, when every matmul is GGUF blocks
 
     # ---- the transformers-like surface the engine uses
     def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
@@ -198,10 +201,61 @@ class CpuLlama:
             self._cis = torch.polar(torch.ones_like(freqs), freqs)
         return self._cis
 
+    def _step_layers(self):
+        """The layers as qdot.c's llmchat_layer array (ctypes), or None when a decode step cannot run as one
+        C call: no kernel, a matmul that is not GGUF blocks (float, torch int4/int8), a bias, odd norms."""
+        from . import native
+
+        def qlin(lin):
+            if not isinstance(lin, GgufLinear) or lin.bias is not None:
+                raise LookupError
+            return native.QLin(lin.type, int(lin.precise), lin.out_features, lin.blocks.data_ptr())
+
+        def norm_ok(w):
+            return w.dtype == torch.float32 and w.is_contiguous() and w.shape == (self.shape.hidden,)
+
+        if self._lib is None or not hasattr(self._lib, "llmchat_decode_step"):
+            return None
+        array = (native.Layer * len(self.layers))()
+        try:
+            for desc, layer in zip(array, self.layers):
+                qkv, gate_up = _parts(layer.qkv), _parts(layer.gate_up)
+                if len(qkv) > 3 or len(gate_up) > 2 or not (norm_ok(layer.attn_norm) and norm_ok(layer.mlp_norm)):
+                    return None
+                desc.attn_norm, desc.mlp_norm = layer.attn_norm.data_ptr(), layer.mlp_norm.data_ptr()
+                for i, lin in enumerate(qkv):
+                    desc.qkv[i] = qlin(lin)
+                for i, lin in enumerate(gate_up):
+                    desc.gu[i] = qlin(lin)
+                desc.nqkv, desc.ngu, desc.o, desc.down = len(qkv), len(gate_up), qlin(layer.o), qlin(layer.down)
+        except LookupError:
+            return None
+        s = self.shape
+        ffn = sum(desc.rows for desc in list(array[0].gu)[:array[0].ngu]) // 2
+        work = torch.empty(2 * s.hidden + 2 * (s.heads + s.kv_heads) * s.head_dim + 3 * ffn)
+        return array, ffn, work
+
+    def _decode_step(self, ids: torch.Tensor, cache: StaticKV) -> torch.Tensor:
+        """One token through every layer in qdot.c's llmchat_decode_step (same ops as forward's loop)."""
+        s, (array, ffn, work) = self.shape, self._step
+        start = cache.length
+        cache._reserve(start + 1)
+        cis = self._rope(start + 1)[start]
+        x = self.embed(ids.to(torch.long)).contiguous()
+        rc = self._lib.llmchat_decode_step(array, s.layers, s.hidden, s.heads, s.kv_heads, s.head_dim, ffn, s.eps,
+                                           self.scale, cis.data_ptr(), cache.k.data_ptr(), cache.v.data_ptr(),
+                                           cache.k.shape[2], start, x.data_ptr(), work.data_ptr())
+        if rc:
+            raise MemoryError("the GGUF kernel could not run a decode step")
+        cache.length = start + 1
+        return self.head(self._native_norm(x, self.norm, s.eps))
+
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0) -> torch.Tensor:
         s = self.shape
         T, start = ids.shape[0], cache.length
+        if T == 1 and self._step is not None:
+            return self._decode_step(ids, cache)
         end = start + T
         cache._reserve(end)
         cis = self._rope(end)[start:end, None]
@@ -251,7 +305,10 @@ class CpuLlama:
         cache.length = end
         if logits_to_keep:
             x = x[-logits_to_keep:]
-        return self.head(norm(x, self.norm, s.eps))
+        x = norm(x, self.norm, s.eps)
+        if T > 1 and isinstance(self.head, GgufLinear):  # a prompt's logits, like its rows: two int8 passes
+            return self.head(x, precise=True)
+        return self.head(x)
 
     def _native_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         x = x.contiguous()

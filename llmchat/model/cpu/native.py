@@ -99,7 +99,23 @@ def library() -> ctypes.CDLL | None:
     lib.llmchat_attend1.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_float, ptr]
     for fn in (lib.llmchat_rmsnorm, lib.llmchat_swiglu, lib.llmchat_attend1):
         fn.restype = None
+    f32 = ctypes.c_float
+    lib.llmchat_decode_step.argtypes = [ptr, i64, i64, i64, i64, i64, i64, f32, f32, ptr, ptr, ptr, i64, i64, ptr, ptr]
+    lib.llmchat_decode_step.restype = ctypes.c_int
     return lib
+
+
+class QLin(ctypes.Structure):
+    """qdot.c's llmchat_qlin: one GGUF matmul of a decode step."""
+
+    _fields_ = [("type", ctypes.c_int32), ("precise", ctypes.c_int32), ("rows", ctypes.c_int64), ("w", ctypes.c_void_p)]
+
+
+class Layer(ctypes.Structure):
+    """qdot.c's llmchat_layer: a decoder layer's norms and matmuls, for llmchat_decode_step."""
+
+    _fields_ = [("attn_norm", ctypes.c_void_p), ("mlp_norm", ctypes.c_void_p), ("qkv", QLin * 3), ("o", QLin),
+                ("gu", QLin * 2), ("down", QLin), ("nqkv", ctypes.c_int32), ("ngu", ctypes.c_int32)]
 
 
 def why_not() -> str | None:

@@ -7,9 +7,12 @@
  * block is decoded, in registers or an L1 scratch row, to codes u and per-16 (scale s, offset o) with
  * w = u * s + o -- that is the GGUF definition of every type here, rewritten, not approximated.
  *
- * Decode (T = 1) runs one weight row against one activation row; more tokens (prefill) decode a tile
- * of 4 rows once and run it against every token, so the decode cost is shared. Rows are split over
- * OpenMP threads (torch's own libgomp, which is already loaded when this library is: one pool).
+ * Decode (T = 1) runs one weight row against one activation row, each block decoded in registers.
+ * More tokens (prefill) decode 8 rows at a time into an interleaved L1 tile (llama.cpp's repacked
+ * layout: 4 codes of each of the 8 rows side by side), so one maddubs serves 8 rows and the decode
+ * is shared by every token. Rows are split over OpenMP threads (torch's own libgomp, which is
+ * already loaded when this library is: one pool). llmchat_qmatmul_precise adds the activations'
+ * rounding remainder as a second int8 pass in the same sweep (float32's product to rounding).
  *
  * Built on first use by native.py with the machine's C compiler (-O3 -march=native -fopenmp); a
  * machine without AVX2 gets the portable loops at the end, slower but the same numbers.
@@ -25,7 +28,6 @@
 enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
 #define QK 32
 #define QKK 256
-#define TILE 4
 
 static inline float h2f(const uint8_t *p) {
     uint16_t h;
@@ -59,12 +61,21 @@ int64_t llmchat_row_bytes(int type, int64_t cols) {
     return -1;
 }
 
-static inline void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) { *sc = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+/* The 8 six-bit (scale, min) pairs of a Q4_K / Q5_K super-block (12 bytes), as ggml unpacks them. */
+static inline void kscales(const uint8_t *scales, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    uint32_t mins_lo = u[1] & 0x3f3f3f3f;
+    u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = mins_lo;
+    u[0] &= 0x3f3f3f3f;
+    memcpy(sc, u, 8);
+    memcpy(mn, u + 2, 8);
 }
 
-/* One row of `cols` weights -> u8 codes [cols] (Q8_0: signed int8), scale and offset per 16. */
+/* One row of `cols` weights -> u8 codes [cols] (Q8_0: signed int8), scale and offset per 16. The
+   plain C decoding: embedding rows, and the portable build's prefill. */
 static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, float *s, float *o) {
     int64_t nb = cols / QK;
     if (type == T_Q5_0 || type == T_Q5_1) { /* 4 low bits + one high bit (qh, bit j of value j) */
@@ -118,15 +129,13 @@ static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, flo
                 ql += 64;
                 qh += 32;
             }
-            for (int k = 0; k < 16; k++) {
-                /* value index 16k -> 128-chunk n = k/8, inside it group g = (k%8)/2, half h = k%2;
-                   ggml's scale index is 8n + 2g + h... which is k itself */
+            for (int k = 0; k < 16; k++) { /* value 16k's scale: ggml's index 8n + 2g + h is k itself */
                 sk[k] = d * sc[k];
                 ok[k] = -32.f * sk[k];
             }
         } else { /* Q4_K, Q5_K */
             int five = type == T_Q5_K;
-            const uint8_t *blk = w + sb * (five ? 176 : 144), *scales = blk + 4, *qh = blk + 16;
+            const uint8_t *blk = w + sb * (five ? 176 : 144), *qh = blk + 16;
             const uint8_t *qs = blk + (five ? 48 : 16);
             float d = h2f(blk), dmin = h2f(blk + 2);
             for (int c = 0; c < 4; c++) {
@@ -137,18 +146,19 @@ static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, flo
                     ub[64 * c + 32 + l] = hi;
                 }
             }
+            uint8_t sc[8], mn[8];
+            kscales(blk + 4, sc, mn);
             for (int j = 0; j < 8; j++) {
-                int sc, m;
-                scale_min_k4(j, scales, &sc, &m);
-                sk[2 * j] = sk[2 * j + 1] = d * sc;
-                ok[2 * j] = ok[2 * j + 1] = -dmin * m;
+                sk[2 * j] = sk[2 * j + 1] = d * sc[j];
+                ok[2 * j] = ok[2 * j + 1] = -dmin * mn[j];
             }
         }
     }
 }
 
-/* Activations: int8 codes per 32 (scale ad), and asum = ad * (sum of each 16 codes). */
-static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, float *asum) {
+/* Activations: int8 codes per 32 (scale ad), and asum = ad * (sum of each 16 codes), `ap` floats per
+   row (the per-16 count rounded up to 8, zero-padded). */
+static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, float *asum, int64_t ap) {
     for (int64_t b = 0; b < cols / QK; b++) {
         const float *xb = x + b * QK;
         float amax = 0.f;
@@ -164,6 +174,18 @@ static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, flo
         asum[2 * b] = d * s0;
         asum[2 * b + 1] = d * s1;
     }
+    for (int64_t k = 2 * (cols / QK); k < ap; k++) asum[k] = 0.f;
+}
+
+/* A growing scratch buffer per thread (the caller's, or each OpenMP worker's): no malloc per call. */
+static void *scratch(void **buf, size_t *cap, size_t need) {
+    if (need > *cap) {
+        free(*buf);
+        *cap = (need + 4095) / 4096 * 4096;
+        *buf = aligned_alloc(64, *cap);
+        if (!*buf) *cap = 0;
+    }
+    return *buf;
 }
 
 #ifdef __AVX2__
@@ -173,52 +195,7 @@ static inline float hsum(__m256 v) {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
 }
-#endif
 
-/* Σ_b ad_b (s_lo dot_lo + s_hi dot_hi) + Σ_k o_k asum_k over a decoded row. */
-static float dot_decoded(const uint8_t *u, const float *s, const float *o, int is_signed,
-                         const int8_t *q, const float *ad, const float *asum, int64_t cols) {
-    int64_t nb = cols / QK;
-#ifdef __AVX2__
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps(), acco = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(u + b * QK));
-        __m256i a = _mm256_loadu_si256((const __m256i *)(q + b * QK));
-        if (is_signed) { a = _mm256_sign_epi8(a, w); w = _mm256_sign_epi8(w, w); }
-        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
-        __m256 sc = _mm256_set_m128(_mm_set1_ps(s[2 * b + 1]), _mm_set1_ps(s[2 * b]));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sc, _mm256_set1_ps(ad[b])), acc);
-    }
-    float total = hsum(acc);
-    if (!is_signed) {
-        int64_t k = 0, n16 = 2 * nb;
-        for (; k + 8 <= n16; k += 8)
-            acco = _mm256_fmadd_ps(_mm256_loadu_ps(o + k), _mm256_loadu_ps(asum + k), acco);
-        total += hsum(acco);
-        for (; k < n16; k++) total += o[k] * asum[k];
-    }
-    return total;
-#else
-    float total = 0.f;
-    for (int64_t b = 0; b < nb; b++) {
-        int d0 = 0, d1 = 0;
-        for (int j = 0; j < 16; j++) {
-            int wv0 = is_signed ? (int)(int8_t)u[b * QK + j] : u[b * QK + j];
-            int wv1 = is_signed ? (int)(int8_t)u[b * QK + 16 + j] : u[b * QK + 16 + j];
-            d0 += wv0 * q[b * QK + j];
-            d1 += wv1 * q[b * QK + 16 + j];
-        }
-        total += ad[b] * (s[2 * b] * d0 + s[2 * b + 1] * d1);
-    }
-    if (!is_signed)
-        for (int64_t k = 0; k < 2 * nb; k++) total += o[k] * asum[k];
-    return total;
-#endif
-}
-
-#ifdef __AVX2__
-/* T = 1, fused: each block is decoded in registers and multiplied at once (no scratch row). */
 static inline __m256i nibbles(const uint8_t *qs) {
     __m128i v = _mm_loadu_si128((const __m128i *)qs);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0xF));
@@ -234,6 +211,36 @@ static inline __m256i bits32(const uint8_t *x) {
     return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
+/* Q5_0 / Q5_1 codes of one block: 4 low bits | the fifth from qh. */
+static inline __m256i q5_codes(const uint8_t *blk, int bytes) {
+    return _mm256_or_si256(nibbles(blk + bytes - 16), _mm256_and_si256(bits32(blk + bytes - 20), _mm256_set1_epi8(0x10)));
+}
+
+/* Q6_K: the 4 x 32 codes (0..63) of one 128-value half from its 64 ql and 32 qh bytes. */
+static inline void q6_codes(const uint8_t *ql, const uint8_t *qh, __m256i g[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+    g[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+    g[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+    g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+    g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+}
+
+/* Q4_K / Q5_K: the 2 x 32 codes of chunk c (0..3) of a super-block (qs its nibbles, h its 32 qh bytes). */
+static inline void k_codes(const uint8_t *qs, __m256i h, int five, int c, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+    *lo = _mm256_and_si256(v, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (five) {
+        *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * c), one), 4));
+        *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * c + 1), one), 4));
+    }
+}
+
 /* hadd_ps(a, b) gives [a01 a23 b01 b23 | a45 a67 b45 b67]; this puts the pairs back in order. */
 static inline __m256 _mm256_permute4x64_pd_ps(__m256 v) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
@@ -243,7 +250,11 @@ static inline __m256i madd32(__m256i w, __m256i a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1));
 }
 
-static float dot_fused(int type, const uint8_t *w, const int8_t *q, const float *ad, const float *asum, int64_t cols) {
+/* ---- T = 1 (decode): each block decoded in registers and multiplied at once, no scratch row ----
+   `na` activation sets (1, or 2 for the precise two-pass product) at q + n cols, ad + n nb, asum + n ap
+   are summed into the same accumulators, so the weights are read and decoded once. */
+static inline __attribute__((always_inline)) float dot_fused_n(int type, const uint8_t *w, const int8_t *q, const float *ad,
+                                                                const float *asum, int64_t cols, int64_t ap, const int na) {
     /* Two accumulators (even / odd blocks) so that consecutive FMAs do not wait on each other. */
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offv = _mm256_setzero_ps();
     float off0 = 0.f, off1 = 0.f;
@@ -258,154 +269,452 @@ static float dot_fused(int type, const uint8_t *w, const int8_t *q, const float 
         int64_t b = 0;
         for (; b + 1 < nb; b += 2) {
             const uint8_t *x0 = w + b * bytes, *x1 = x0 + bytes;
-            __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + b * QK));
-            __m256i a1 = _mm256_loadu_si256((const __m256i *)(q + b * QK + QK));
             __m256i v0 = LOADW(x0), v1 = LOADW(x1);
-            __m256 p0 = _mm256_cvtepi32_ps(madd32(_mm256_sign_epi8(v0, v0), _mm256_sign_epi8(a0, v0)));
-            __m256 p1 = _mm256_cvtepi32_ps(madd32(_mm256_sign_epi8(v1, v1), _mm256_sign_epi8(a1, v1)));
-            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(h2f(x0) * ad[b]), acc0);
-            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(h2f(x1) * ad[b + 1]), acc1);
+            __m256i u0 = _mm256_sign_epi8(v0, v0), u1 = _mm256_sign_epi8(v1, v1);
+            float d0 = h2f(x0), d1 = h2f(x1);
+            for (int n = 0; n < na; n++) {
+                const int8_t *qn = q + n * cols + b * QK;
+                __m256i a0 = _mm256_loadu_si256((const __m256i *)qn), a1 = _mm256_loadu_si256((const __m256i *)(qn + QK));
+                __m256 p0 = _mm256_cvtepi32_ps(madd32(u0, _mm256_sign_epi8(a0, v0)));
+                __m256 p1 = _mm256_cvtepi32_ps(madd32(u1, _mm256_sign_epi8(a1, v1)));
+                acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * ad[n * nb + b]), acc0);
+                acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(d1 * ad[n * nb + b + 1]), acc1);
+            }
         }
         for (; b < nb; b++) {
             const uint8_t *x0 = w + b * bytes;
-            __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + b * QK)), v0 = LOADW(x0);
-            __m256 p0 = _mm256_cvtepi32_ps(madd32(_mm256_sign_epi8(v0, v0), _mm256_sign_epi8(a0, v0)));
-            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(h2f(x0) * ad[b]), acc0);
+            __m256i v0 = LOADW(x0), u0 = _mm256_sign_epi8(v0, v0);
+            for (int n = 0; n < na; n++) {
+                __m256i a0 = _mm256_loadu_si256((const __m256i *)(q + n * cols + b * QK));
+                __m256 p0 = _mm256_cvtepi32_ps(madd32(u0, _mm256_sign_epi8(a0, v0)));
+                acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(h2f(x0) * ad[n * nb + b]), acc0);
+            }
         }
 #undef LOADW
         return hsum(_mm256_add_ps(acc0, acc1));
     }
     if (type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1) { /* unsigned codes, an offset per block */
         const int bytes = type == T_Q4_1 ? 20 : type == T_Q5_0 ? 22 : 24;
-        const __m256i high = _mm256_set1_epi8(0x10);
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = w + b * bytes;
-            __m256i v = nibbles(blk + bytes - 16);
-            if (type != T_Q4_1) v = _mm256_or_si256(v, _mm256_and_si256(bits32(blk + bytes - 20), high));
-            __m256 p = _mm256_cvtepi32_ps(madd32(v, _mm256_loadu_si256((const __m256i *)(q + b * QK))));
-            float d = h2f(blk);
-            __m256 sc = _mm256_set1_ps(d * ad[b]);
-            float o = (type == T_Q5_0 ? -16.f * d : h2f(blk + 2)) * (asum[2 * b] + asum[2 * b + 1]);
-            if (b & 1) { acc1 = _mm256_fmadd_ps(p, sc, acc1); off1 += o; }
-            else { acc0 = _mm256_fmadd_ps(p, sc, acc0); off0 += o; }
+            __m256i v = type == T_Q4_1 ? nibbles(blk + 4) : q5_codes(blk, bytes);
+            float d = h2f(blk), m = type == T_Q5_0 ? -16.f * d : h2f(blk + 2);
+            for (int n = 0; n < na; n++) {
+                __m256 p = _mm256_cvtepi32_ps(madd32(v, _mm256_loadu_si256((const __m256i *)(q + n * cols + b * QK))));
+                __m256 sc = _mm256_set1_ps(d * ad[n * nb + b]);
+                float o = m * (asum[n * ap + 2 * b] + asum[n * ap + 2 * b + 1]);
+                if (b & 1) { acc1 = _mm256_fmadd_ps(p, sc, acc1); off1 += o; }
+                else { acc0 = _mm256_fmadd_ps(p, sc, acc0); off0 += o; }
+            }
         }
         return hsum(_mm256_add_ps(acc0, acc1)) + off0 + off1;
     }
-    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     for (int64_t sb = 0; sb < cols / QKK; sb++) {
-        const int8_t *qa = q + sb * QKK;
-        const float *da = ad + sb * 8, *sa = asum + sb * 16;
         float comb[16];
         if (type == T_Q6_K) {
-            const uint8_t *blk = w + sb * 210, *ql = blk, *qh = blk + 128;
+            const uint8_t *blk = w + sb * 210;
             const int8_t *sc = (const int8_t *)(blk + 192);
             float d = h2f(blk + 208);
             __m128i sc8 = _mm_loadu_si128((const __m128i *)sc);
             __m256 s_lo = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)));
             __m256 s_hi = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8))));
-            /* the -32 of every code: -32 * Σ_k s_k asum_k */
-            offv = _mm256_fmadd_ps(s_lo, _mm256_loadu_ps(sa), offv);
-            offv = _mm256_fmadd_ps(s_hi, _mm256_loadu_ps(sa + 8), offv);
             _mm256_storeu_ps(comb, s_lo);
             _mm256_storeu_ps(comb + 8, s_hi);
-            for (int n = 0; n < 2; n++) {
-                __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-                __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            for (int n = 0; n < na; n++) { /* the -32 of every code: -32 * Σ_k s_k asum_k */
+                const float *sa = asum + n * ap + sb * 16;
+                offv = _mm256_fmadd_ps(s_lo, _mm256_loadu_ps(sa), offv);
+                offv = _mm256_fmadd_ps(s_hi, _mm256_loadu_ps(sa + 8), offv);
+            }
+            for (int half = 0; half < 2; half++) {
                 __m256i g[4];
-                g[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
-                g[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
-                g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
-                g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+                q6_codes(blk + 64 * half, blk + 128 + 32 * half, g);
                 for (int k = 0; k < 4; k++) {
-                    int blkno = 4 * n + k, si = 8 * n + 2 * k;
-                    __m256 p = _mm256_cvtepi32_ps(madd32(g[k], _mm256_loadu_si256((const __m256i *)(qa + 32 * blkno))));
-                    __m256 scv = _mm256_mul_ps(_mm256_set_m128(_mm_broadcast_ss(comb + si + 1), _mm_broadcast_ss(comb + si)),
-                                               _mm256_set1_ps(da[blkno]));
-                    if (k & 1) acc1 = _mm256_fmadd_ps(p, scv, acc1);
-                    else acc0 = _mm256_fmadd_ps(p, scv, acc0);
+                    int blkno = 4 * half + k, si = 2 * blkno;
+                    __m256 s2 = _mm256_set_m128(_mm_broadcast_ss(comb + si + 1), _mm_broadcast_ss(comb + si));
+                    for (int n = 0; n < na; n++) {
+                        const int8_t *qa = q + n * cols + sb * QKK + 32 * blkno;
+                        __m256 p = _mm256_cvtepi32_ps(madd32(g[k], _mm256_loadu_si256((const __m256i *)qa)));
+                        __m256 scv = _mm256_mul_ps(s2, _mm256_set1_ps(ad[n * nb + sb * 8 + blkno]));
+                        if (k & 1) acc1 = _mm256_fmadd_ps(p, scv, acc1);
+                        else acc0 = _mm256_fmadd_ps(p, scv, acc0);
+                    }
                 }
-                ql += 64;
-                qh += 32;
             }
             continue;
         }
         int five = type == T_Q5_K;
-        const uint8_t *blk = w + sb * (five ? 176 : 144), *scales = blk + 4;
-        const uint8_t *qs = blk + (five ? 48 : 16);
+        const uint8_t *blk = w + sb * (five ? 176 : 144), *qs = blk + (five ? 48 : 16);
         float d = h2f(blk), dmin = h2f(blk + 2);
-        /* the 8 six-bit (scale, min) pairs at once, as ggml unpacks them: bytes 0-7 scales, 8-15 mins */
-        uint32_t u[4];
-        memcpy(u, scales, 12);
-        u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-        uint32_t mins_lo = u[1] & 0x3f3f3f3f;
-        u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-        u[2] = mins_lo;
-        u[0] &= 0x3f3f3f3f;
-        __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
-        __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2))));
-        /* per-32 activation sums: pairs of the per-16 ones */
-        __m256 s01 = _mm256_loadu_ps(sa), s23 = _mm256_loadu_ps(sa + 8);
-        __m256 pairs = _mm256_permute4x64_pd_ps(_mm256_hadd_ps(s01, s23));
-        _mm256_storeu_ps(comb, _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(d)), _mm256_loadu_ps(da)));
-        offv = _mm256_fmadd_ps(_mm256_mul_ps(mnf, _mm256_set1_ps(dmin)), pairs, offv);
+        uint8_t sc[8], mn[8];
+        kscales(blk + 4, sc, mn);
+        __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc))), _mm256_set1_ps(d));
+        __m256 mnf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn))), _mm256_set1_ps(dmin));
         __m256i h = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            if (five) {
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * c), one), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * c + 1), one), 4));
+        __m256i lo[4], hi[4];
+        for (int c = 0; c < 4; c++) k_codes(qs, h, five, c, &lo[c], &hi[c]);
+        for (int n = 0; n < na; n++) {
+            const int8_t *qa = q + n * cols + sb * QKK;
+            const float *sa = asum + n * ap + sb * 16;
+            /* per-32 activation sums: pairs of the per-16 ones */
+            __m256 pairs = _mm256_permute4x64_pd_ps(_mm256_hadd_ps(_mm256_loadu_ps(sa), _mm256_loadu_ps(sa + 8)));
+            _mm256_storeu_ps(comb, _mm256_mul_ps(scf, _mm256_loadu_ps(ad + n * nb + sb * 8)));
+            offv = _mm256_fmadd_ps(mnf, pairs, offv);
+            for (int c = 0; c < 4; c++) {
+                __m256 p0 = _mm256_cvtepi32_ps(madd32(lo[c], _mm256_loadu_si256((const __m256i *)(qa + 64 * c))));
+                __m256 p1 = _mm256_cvtepi32_ps(madd32(hi[c], _mm256_loadu_si256((const __m256i *)(qa + 64 * c + 32))));
+                acc0 = _mm256_fmadd_ps(p0, _mm256_broadcast_ss(comb + 2 * c), acc0);
+                acc1 = _mm256_fmadd_ps(p1, _mm256_broadcast_ss(comb + 2 * c + 1), acc1);
             }
-            __m256 p0 = _mm256_cvtepi32_ps(madd32(lo, _mm256_loadu_si256((const __m256i *)(qa + 64 * c))));
-            __m256 p1 = _mm256_cvtepi32_ps(madd32(hi, _mm256_loadu_si256((const __m256i *)(qa + 64 * c + 32))));
-            acc0 = _mm256_fmadd_ps(p0, _mm256_broadcast_ss(comb + 2 * c), acc0);
-            acc1 = _mm256_fmadd_ps(p1, _mm256_broadcast_ss(comb + 2 * c + 1), acc1);
         }
     }
     /* Q6_K's offsets enter with -32, the K-quants' mins with -1 */
     return hsum(_mm256_add_ps(acc0, acc1)) - (type == T_Q6_K ? 32.f : 1.f) * hsum(offv);
 }
+
+/* One instance per (type, na): the type's branches fold away (a runtime type left gcc computing both
+   sides of a Q4_1 / Q5 select in every block, 15% slower). */
+#define FUSED(na)                                                                                                          \
+    static float dot_fused##na(int type, const uint8_t *w, const int8_t *q, const float *ad, const float *asum,           \
+                               int64_t cols, int64_t ap) {                                                                 \
+        switch (type) {                                                                                                    \
+        case T_Q4_0: return dot_fused_n(T_Q4_0, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q4_1: return dot_fused_n(T_Q4_1, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q5_0: return dot_fused_n(T_Q5_0, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q5_1: return dot_fused_n(T_Q5_1, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q8_0: return dot_fused_n(T_Q8_0, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q4_K: return dot_fused_n(T_Q4_K, w, q, ad, asum, cols, ap, na);                                             \
+        case T_Q5_K: return dot_fused_n(T_Q5_K, w, q, ad, asum, cols, ap, na);                                             \
+        default: return dot_fused_n(T_Q6_K, w, q, ad, asum, cols, ap, na);                                                 \
+        }                                                                                                                  \
+    }
+FUSED(1)
+FUSED(2)
+
+/* ---- T > 1 (prefill): 8 rows decoded once into an interleaved tile, then every token against it ----
+   llama.cpp's repacked-gemm layout (ggml-cpu repack.cpp, block_q4_0x8): the tile holds, per block of
+   32 columns, 8 vectors V_k = [4 codes k of row 0 | ... | row 7]. One maddubs of V_k with a token's
+   4 codes k (broadcast) gives every row's partial sum in its own lanes; 2-4 of them are added in
+   int16 (no overflow for codes < 64), one madd widens, and one FMA applies 8 rows' scales. That is
+   ~2 multiply-port ops per (row, token, block) instead of 4 for a row-by-row dot. */
+#define TR 8
+
+/* One row decoded: codes u (Q8_0: |w|, sg the signed codes for the sign trick), scale s and offset o per 16. */
+static void decode_codes(int type, const uint8_t *w, int64_t cols, uint8_t *u, int8_t *sg, float *s, float *o) {
+    int64_t nb = cols / QK;
+    if (type <= T_Q8_0) {
+        const int bytes = type == T_Q4_0 ? 18 : type == T_Q4_1 ? 20 : type == T_Q5_0 ? 22 : type == T_Q5_1 ? 24 : 34;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = w + b * bytes;
+            float d = h2f(blk), off;
+            __m256i v;
+            switch (type) {
+            case T_Q4_0: v = nibbles(blk + 2); off = -8.f * d; break;
+            case T_Q4_1: v = nibbles(blk + 4); off = h2f(blk + 2); break;
+            case T_Q5_0: v = q5_codes(blk, bytes); off = -16.f * d; break;
+            case T_Q5_1: v = q5_codes(blk, bytes); off = h2f(blk + 2); break;
+            default:
+                v = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                _mm256_store_si256((__m256i *)(sg + b * QK), v);
+                v = _mm256_sign_epi8(v, v);
+                off = 0.f;
+            }
+            _mm256_store_si256((__m256i *)(u + b * QK), v);
+            s[2 * b] = s[2 * b + 1] = d;
+            o[2 * b] = o[2 * b + 1] = off;
+        }
+        return;
+    }
+    for (int64_t sb = 0; sb < cols / QKK; sb++) {
+        uint8_t *ub = u + sb * QKK;
+        float *sk = s + sb * 16, *ok = o + sb * 16;
+        if (type == T_Q6_K) {
+            const uint8_t *blk = w + sb * 210;
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            float d = h2f(blk + 208);
+            for (int half = 0; half < 2; half++) {
+                __m256i g[4];
+                q6_codes(blk + 64 * half, blk + 128 + 32 * half, g);
+                for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(ub + 128 * half + 32 * k), g[k]);
+            }
+            for (int k = 0; k < 16; k++) {
+                sk[k] = d * sc[k];
+                ok[k] = -32.f * sk[k];
+            }
+            continue;
+        }
+        int five = type == T_Q5_K;
+        const uint8_t *blk = w + sb * (five ? 176 : 144), *qs = blk + (five ? 48 : 16);
+        float d = h2f(blk), dmin = h2f(blk + 2);
+        uint8_t sc[8], mn[8];
+        kscales(blk + 4, sc, mn);
+        __m256i h = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i lo, hi;
+            k_codes(qs, h, five, c, &lo, &hi);
+            _mm256_store_si256((__m256i *)(ub + 64 * c), lo);
+            _mm256_store_si256((__m256i *)(ub + 64 * c + 32), hi);
+        }
+        for (int j = 0; j < 8; j++) {
+            sk[2 * j] = sk[2 * j + 1] = d * sc[j];
+            ok[2 * j] = ok[2 * j + 1] = -dmin * mn[j];
+        }
+    }
+}
+
+/* 8 rows' block vectors (32 codes each) -> the 8 interleaved V_k: an 8 x 8 transpose of 4-byte groups. */
+static inline void transpose8(const uint8_t *rows, int64_t stride, uint8_t *out) {
+    __m256i r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(rows + i * stride));
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* t0 = [r0.0 r1.0 r0.1 r1.1 | r0.4 r1.4 r0.5 r1.5], t1 = [.2 .3 | .6 .7], likewise t2/t3 (rows 2, 3) ... */
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);     /* k = 0 | 4, rows i..i+3 */
+        r[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]); /* k = 1 | 5 */
+        r[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]); /* k = 2 | 6 */
+        r[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]); /* k = 3 | 7 */
+    }
+    for (int k = 0; k < 4; k++) {
+        _mm256_store_si256((__m256i *)(out + 32 * k), _mm256_permute2x128_si256(r[k], r[4 + k], 0x20));
+        _mm256_store_si256((__m256i *)(out + 32 * (k + 4)), _mm256_permute2x128_si256(r[k], r[4 + k], 0x31));
+    }
+}
+
+/* y_t[0..7] = the 8 rows of the tile . activation row t, for RN (1 or 2) rows of q / ad / asum (strides
+   cols, nb, ap). G maddubs are summed in int16 before widening: 4 for codes < 32, 2 for Q6_K's < 64,
+   1 for Q8_0 (sgn: |w| codes with the signs moved onto the activations). */
+static inline __attribute__((always_inline)) void micro8(const int RN, const int G, const int sgn, int64_t nb, int64_t cols,
+                                                          int64_t ap, const uint8_t *codes, const int8_t *sgc, const float *sc,
+                                                          const float *of, const int8_t *q, const float *ad, const float *asum,
+                                                          float *y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 A[4], B[4];
+    for (int t = 0; t < RN; t++) A[t] = B[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *cb = codes + b * 256;
+        const int8_t *sb = sgc + b * 256;
+        __m256 slo = _mm256_load_ps(sc + b * 16), shi = _mm256_load_ps(sc + b * 16 + 8);
+        for (int t = 0; t < RN; t++) {
+            const int8_t *qa = q + t * cols + b * QK;
+            __m256i S[2];
+            for (int h = 0; h < 2; h++) {
+                __m256i m[4];
+                for (int kk = 0; kk < 4; kk++) {
+                    int k = 4 * h + kk;
+                    int32_t a4;
+                    memcpy(&a4, qa + 4 * k, 4);
+                    __m256i a = _mm256_set1_epi32(a4);
+                    if (sgn) a = _mm256_sign_epi8(a, _mm256_load_si256((const __m256i *)(sb + 32 * k)));
+                    m[kk] = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(cb + 32 * k)), a);
+                }
+                if (G == 4) S[h] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(m[0], m[1]), _mm256_add_epi16(m[2], m[3])), ones);
+                else if (G == 2)
+                    S[h] = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(m[0], m[1]), ones),
+                                            _mm256_madd_epi16(_mm256_add_epi16(m[2], m[3]), ones));
+                else
+                    S[h] = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(m[0], ones), _mm256_madd_epi16(m[1], ones)),
+                                            _mm256_add_epi32(_mm256_madd_epi16(m[2], ones), _mm256_madd_epi16(m[3], ones)));
+            }
+            __m256 d = _mm256_broadcast_ss(ad + t * nb + b);
+            A[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S[0]), _mm256_mul_ps(slo, d), A[t]);
+            B[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S[1]), _mm256_mul_ps(shi, d), B[t]);
+            if (!sgn) {
+                A[t] = _mm256_fmadd_ps(_mm256_load_ps(of + b * 16), _mm256_broadcast_ss(asum + t * ap + 2 * b), A[t]);
+                B[t] = _mm256_fmadd_ps(_mm256_load_ps(of + b * 16 + 8), _mm256_broadcast_ss(asum + t * ap + 2 * b + 1), B[t]);
+            }
+        }
+    }
+    for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * TR, _mm256_add_ps(A[t], B[t]));
+}
+
+#define MICRO(RN, G, SGN)                                                                                                      \
+    static void micro_##RN##_##G(int64_t nb, int64_t cols, int64_t ap, const uint8_t *codes, const int8_t *sgc, const float *sc, \
+                                 const float *of, const int8_t *q, const float *ad, const float *asum, float *y) {          \
+        micro8(RN, G, SGN, nb, cols, ap, codes, sgc, sc, of, q, ad, asum, y);                                             \
+    }
+MICRO(1, 4, 0)
+MICRO(2, 4, 0)
+MICRO(3, 4, 0)
+MICRO(4, 4, 0)
+MICRO(1, 2, 0)
+MICRO(2, 2, 0)
+MICRO(3, 2, 0)
+MICRO(4, 2, 0)
+MICRO(1, 1, 1)
+MICRO(2, 1, 1)
+MICRO(3, 1, 1)
+MICRO(4, 1, 1)
+#ifndef RN_MAX
+#define RN_MAX 4
 #endif
+typedef void (*micro_fn)(int64_t, int64_t, int64_t, const uint8_t *, const int8_t *, const float *, const float *,
+                         const int8_t *, const float *, const float *, float *);
+static const micro_fn MICROS[3][5] = {{0, micro_1_4, micro_2_4, micro_3_4, micro_4_4},
+                                      {0, micro_1_2, micro_2_2, micro_3_2, micro_4_2},
+                                      {0, micro_1_1, micro_2_1, micro_3_1, micro_4_1}};
+
+/* The tile for rows r0 .. r0 + n - 1 (n <= 8; missing rows are zeros, computed and dropped). */
+static void decode_tile(int type, const uint8_t *w, int64_t rb, int64_t r0, int64_t n, int64_t cols, uint8_t *rowbuf,
+                        int8_t *sgbuf, float *s16, float *o16, uint8_t *codes, int8_t *sgc, float *sc, float *of) {
+    int64_t nb = cols / QK;
+    for (int64_t i = 0; i < TR; i++) {
+        if (i < n) decode_codes(type, w + (r0 + i) * rb, cols, rowbuf + i * cols, sgbuf + i * cols, s16 + i * 2 * nb, o16 + i * 2 * nb);
+        else {
+            memset(rowbuf + i * cols, 0, cols);
+            memset(sgbuf + i * cols, 0, cols);
+            memset(s16 + i * 2 * nb, 0, sizeof(float) * 2 * nb);
+            memset(o16 + i * 2 * nb, 0, sizeof(float) * 2 * nb);
+        }
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        transpose8(rowbuf + b * QK, cols, codes + b * 256);
+        if (type == T_Q8_0) transpose8((const uint8_t *)sgbuf + b * QK, cols, (uint8_t *)sgc + b * 256);
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < TR; i++) {
+                sc[b * 16 + 8 * h + i] = s16[i * 2 * nb + 2 * b + h];
+                of[b * 16 + 8 * h + i] = o16[i * 2 * nb + 2 * b + h];
+            }
+    }
+}
+#endif
+
+#ifndef __AVX2__
+/* Σ_b ad_b (s_lo dot_lo + s_hi dot_hi) + Σ_k o_k asum_k over a decoded row (the portable build). */
+static float dot_decoded(const uint8_t *u, const float *s, const float *o, int is_signed,
+                         const int8_t *q, const float *ad, const float *asum, int64_t cols) {
+    int64_t nb = cols / QK;
+    float total = 0.f;
+    for (int64_t b = 0; b < nb; b++) {
+        int d0 = 0, d1 = 0;
+        for (int j = 0; j < 16; j++) {
+            int wv0 = is_signed ? (int)(int8_t)u[b * QK + j] : u[b * QK + j];
+            int wv1 = is_signed ? (int)(int8_t)u[b * QK + 16 + j] : u[b * QK + 16 + j];
+            d0 += wv0 * q[b * QK + j];
+            d1 += wv1 * q[b * QK + 16 + j];
+        }
+        total += ad[b] * (s[2 * b] * d0 + s[2 * b + 1] * d1);
+    }
+    if (!is_signed)
+        for (int64_t k = 0; k < 2 * nb; k++) total += o[k] * asum[k];
+    return total;
+}
+#endif
+
+static _Thread_local void *act_buf, *tile_buf;
+static _Thread_local size_t act_cap, tile_cap;
+
+/* y[T, rows] = Σ_n (activation set n of each token) @ W^T: na = 1 is x quantized once; na = 2 adds the
+   quantized remainder x - x8 (llmchat_qmatmul_precise). Activation row t * na + n. */
+static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, int na, float *y) {
+    int64_t rb = llmchat_row_bytes(type, cols), nb = cols / QK, ap = (2 * nb + 7) / 8 * 8, A = T * na;
+    int block = (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? QKK : QK;
+    if (rb < 0 || cols % block || rows <= 0 || T <= 0) return -1;
+    size_t qbytes = (size_t)(A * cols + 63) / 64 * 64;
+    char *buf = scratch(&act_buf, &act_cap, qbytes + sizeof(float) * (size_t)(A * nb + A * ap));
+    if (!buf) return -2;
+    int8_t *q = (int8_t *)buf;
+    float *ad = (float *)(buf + qbytes), *asum = ad + A * nb;
+#pragma omp parallel for schedule(static) if (T * cols >= 4096)
+    for (int64_t t = 0; t < T; t++) {
+        int64_t a0 = t * na;
+        quantize_act(x + t * cols, cols, q + a0 * cols, ad + a0 * nb, asum + a0 * ap, ap);
+        if (na > 1) {
+            float rr[QK];
+            for (int64_t c0 = 0; c0 < cols; c0 += QK) { /* one block at a time: no per-thread row buffer */
+                for (int j = 0; j < QK; j++) rr[j] = x[t * cols + c0 + j] - q[a0 * cols + c0 + j] * ad[a0 * nb + c0 / QK];
+                quantize_act(rr, QK, q + (a0 + 1) * cols + c0, ad + (a0 + 1) * nb + c0 / QK, asum + (a0 + 1) * ap + c0 / 16, 0);
+            }
+            for (int64_t k = 2 * nb; k < ap; k++) asum[(a0 + 1) * ap + k] = 0.f;
+        }
+    }
+#ifdef __AVX2__
+    if (T == 1) {
+        if (na == 1) {
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < rows; i++) y[i] = dot_fused1(type, w + i * rb, q, ad, asum, cols, ap);
+        } else {
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < rows; i++) y[i] = dot_fused2(type, w + i * rb, q, ad, asum, cols, ap);
+        }
+        return 0;
+    }
+    if (na > 1)
+        for (int64_t i = 0; i < T * rows; i++) y[i] = 0.f;
+    int64_t tiles = (rows + TR - 1) / TR;
+    int g = type == T_Q8_0 ? 2 : type == T_Q6_K ? 1 : 0, failed = 0;
+#pragma omp parallel
+    {
+        size_t cb = (size_t)TR * cols, fb = sizeof(float) * TR * 2 * nb;
+        char *t = scratch(&tile_buf, &tile_cap, 4 * cb + 4 * fb);
+        if (!t) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        uint8_t *rowbuf = (uint8_t *)t, *codes = (uint8_t *)t + 2 * cb;
+        int8_t *sgbuf = (int8_t *)t + cb, *sgc = (int8_t *)t + 3 * cb;
+        float *s16 = (float *)(t + 4 * cb), *o16 = s16 + TR * 2 * nb, *sc = o16 + TR * 2 * nb, *of = sc + TR * 2 * nb;
+        float out[RN_MAX * TR];
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < tiles; tile++) {
+            if (!t) continue;
+            int64_t r0 = tile * TR, n = rows - r0 < TR ? rows - r0 : TR;
+            decode_tile(type, w, rb, r0, n, cols, rowbuf, sgbuf, s16, o16, codes, sgc, sc, of);
+            for (int64_t j0 = 0; j0 < A; j0 += RN_MAX) {
+                int rn = A - j0 < RN_MAX ? (int)(A - j0) : RN_MAX;
+                MICROS[g][rn](nb, cols, ap, codes, sgc, sc, of, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                for (int j = 0; j < rn; j++) {
+                    float *yr = y + ((j0 + j) / na) * rows + r0;
+                    for (int64_t i = 0; i < n; i++) {
+                        if (na > 1) yr[i] += out[j * TR + i];
+                        else yr[i] = out[j * TR + i];
+                    }
+                }
+            }
+        }
+    }
+    return failed ? -2 : 0;
+#else
+    int is_signed = type == T_Q8_0, failed = 0;
+    if (na > 1)
+        for (int64_t i = 0; i < T * rows; i++) y[i] = 0.f;
+#pragma omp parallel
+    {
+        size_t ub = (size_t)(cols + 63) / 64 * 64;
+        char *t = scratch(&tile_buf, &tile_cap, ub + sizeof(float) * 4 * nb);
+        if (!t) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        uint8_t *u = (uint8_t *)t;
+        float *s = (float *)(t + ub), *o = s + 2 * nb;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows; i++) {
+            if (!t) continue;
+            decode_row(type, w + i * rb, cols, u, s, o);
+            for (int64_t a = 0; a < A; a++) {
+                float v = dot_decoded(u, s, o, is_signed, q + a * cols, ad + a * nb, asum + a * ap, cols);
+                if (na > 1) y[(a / na) * rows + i] += v;
+                else y[(a / na) * rows + i] = v;
+            }
+        }
+    }
+    return failed ? -2 : 0;
+#endif
+}
 
 /* y[T, rows] = x[T, cols] @ W^T, W given as `rows` GGUF rows of `type`. Returns 0, or -1 on a bad type/shape. */
 int llmchat_qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, float *y) {
-    int64_t rb = llmchat_row_bytes(type, cols), nb = cols / QK;
-    int block = (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? QKK : QK;
-    if (rb < 0 || cols % block || rows <= 0 || T <= 0) return -1;
-    int8_t *q = aligned_alloc(64, (size_t)((T * cols + 63) / 64 * 64));
-    float *ad = malloc(sizeof(float) * T * nb), *asum = malloc(sizeof(float) * T * nb * 2);
-    if (!q || !ad || !asum) { free(q); free(ad); free(asum); return -2; }
-    int is_signed = type == T_Q8_0;
-#pragma omp parallel for schedule(static) if (T * cols >= 4096)
-    for (int64_t t = 0; t < T; t++) quantize_act(x + t * cols, cols, q + t * cols, ad + t * nb, asum + t * 2 * nb);
-#ifdef __AVX2__
-    if (T == 1) {
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++) y[r] = dot_fused(type, w + r * rb, q, ad, asum, cols);
-        free(q); free(ad); free(asum);
-        return 0;
-    }
-#endif
-    int64_t tiles = (rows + TILE - 1) / TILE;
-#pragma omp parallel
-    {
-        uint8_t *u = aligned_alloc(64, (size_t)((TILE * cols + 63) / 64 * 64));
-        float *s = malloc(sizeof(float) * TILE * 2 * nb), *o = malloc(sizeof(float) * TILE * 2 * nb);
-#pragma omp for schedule(static)
-        for (int64_t tile = 0; tile < tiles; tile++) {
-            int64_t r0 = tile * TILE, n = rows - r0 < TILE ? rows - r0 : TILE;
-            for (int64_t i = 0; i < n; i++) decode_row(type, w + (r0 + i) * rb, cols, u + i * cols, s + i * 2 * nb, o + i * 2 * nb);
-            for (int64_t t = 0; t < T; t++)
-                for (int64_t i = 0; i < n; i++)
-                    y[t * rows + r0 + i] = dot_decoded(u + i * cols, s + i * 2 * nb, o + i * 2 * nb, is_signed,
-                                                       q + t * cols, ad + t * nb, asum + t * 2 * nb, cols);
-        }
-        free(u); free(s); free(o);
-    }
-    free(q); free(ad); free(asum);
-    return 0;
+    return qmatmul(type, w, rows, cols, x, T, 1, y);
+}
+
+/* The same product with the activations' int8 rounding error multiplied too: x = x8 + r, where x8
+   is x as the kernel quantizes it and r the remainder, quantized again (its own scales, ~127x
+   finer). An error ~100x smaller, for down_proj, whose SwiGLU input has outliers: both passes run
+   in one sweep over the weights (each block decoded once, multiplied twice). */
+int llmchat_qmatmul_precise(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, float *y) {
+    return qmatmul(type, w, rows, cols, x, T, 2, y);
 }
 
 /* Rows `ids` of W dequantized to fp32 (an embedding lookup), exactly as GGUF defines them. */
@@ -478,26 +787,70 @@ void llmchat_attend1(const float *q, const float *k, const float *v, int64_t H, 
     }
 }
 
-/* The same product with the activations' int8 rounding error multiplied too: x = x8 + r, where x8
-   is x as the kernel quantizes it and r the remainder, quantized again (its own scales, ~127x
-   finer). Twice the integer work, an error ~100x smaller: for the output head, where a near tie
-   between two tokens must not be decided by activation rounding. */
-int llmchat_qmatmul_precise(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, float *y) {
-    int64_t nb = cols / QK;
-    int8_t *q = malloc((size_t)(T * cols));
-    float *ad = malloc(sizeof(float) * T * nb), *asum = malloc(sizeof(float) * T * nb * 2);
-    float *r = malloc(sizeof(float) * T * cols), *y2 = malloc(sizeof(float) * T * rows);
-    int rc = -2;
-    if (q && ad && asum && r && y2) {
-        for (int64_t t = 0; t < T; t++) {
-            quantize_act(x + t * cols, cols, q + t * cols, ad + t * nb, asum + t * 2 * nb);
-            for (int64_t j = 0; j < cols; j++) r[t * cols + j] = x[t * cols + j] - q[t * cols + j] * ad[t * nb + j / QK];
-        }
-        rc = llmchat_qmatmul(type, w, rows, cols, x, T, y);
-        if (rc == 0) rc = llmchat_qmatmul(type, w, rows, cols, r, T, y2);
-        if (rc == 0)
-            for (int64_t i = 0; i < T * rows; i++) y[i] += y2[i];
+/* ---- a whole decode step (T = 1) in one call: Python's ~20 small torch ops a layer cost ~150 us ---- */
+
+typedef struct {
+    int32_t type, precise; /* a GGUF type; two int8 passes (llmchat_qmatmul_precise) */
+    int64_t rows;
+    const uint8_t *w;
+} llmchat_qlin;
+
+typedef struct {
+    const float *attn_norm, *mlp_norm;
+    llmchat_qlin qkv[3], o, gu[2], down; /* q, k, v fused or apart; gate, up likewise */
+    int32_t nqkv, ngu;
+} llmchat_layer;
+
+static int run_lin(const llmchat_qlin *l, int64_t cols, const float *x, float *y) {
+    return qmatmul(l->type, l->w, l->rows, cols, x, 1, l->precise ? 2 : 1, y);
+}
+
+/* RoPE on one head whose rows were interleaved at load: each pair (2i, 2i + 1) times cis[i] = (cos, sin). */
+static void rope1(float *x, const float *cis, int64_t D) {
+    for (int64_t i = 0; i < D / 2; i++) {
+        float a = x[2 * i], b = x[2 * i + 1], c = cis[2 * i], s = cis[2 * i + 1];
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
     }
-    free(q); free(ad); free(asum); free(r); free(y2);
-    return rc;
+}
+
+/* x[E] (the token's embedding) through `L` layers at position `pos`, as CpuLlama.forward does for one
+   token: keys and values written into kc / vc ([L, KVH, cap, D]); cis is position pos's row
+   ([D / 2] complex); work holds E + 2 (H + KVH) D + 3 F + E floats. Returns 0, or qmatmul's error. */
+int llmchat_decode_step(const llmchat_layer *layers, int64_t L, int64_t E, int64_t H, int64_t KVH, int64_t D, int64_t F,
+                        float eps, float scale, const float *cis, float *kc, float *vc, int64_t cap, int64_t pos,
+                        float *x, float *work) {
+    int64_t qs = H * D, kvs = KVH * D;
+    float *h = work, *qkv = h + E, *attn = qkv + qs + 2 * kvs, *gu = attn + qs, *act = gu + 2 * F, *tmp = act + F;
+    for (int64_t l = 0; l < L; l++) {
+        const llmchat_layer *ly = layers + l;
+        int rc = 0;
+        llmchat_rmsnorm(x, ly->attn_norm, 1, E, eps, h);
+        int64_t off = 0;
+        for (int p = 0; p < ly->nqkv && !rc; p++) {
+            rc = run_lin(&ly->qkv[p], E, h, qkv + off);
+            off += ly->qkv[p].rows;
+        }
+        if (rc) return rc;
+        for (int64_t hd = 0; hd < H; hd++) rope1(qkv + hd * D, cis, D);
+        for (int64_t hd = 0; hd < KVH; hd++) {
+            rope1(qkv + qs + hd * D, cis, D);
+            memcpy(kc + ((l * KVH + hd) * cap + pos) * D, qkv + qs + hd * D, sizeof(float) * D);
+            memcpy(vc + ((l * KVH + hd) * cap + pos) * D, qkv + qs + kvs + hd * D, sizeof(float) * D);
+        }
+        llmchat_attend1(qkv, kc + l * KVH * cap * D, vc + l * KVH * cap * D, H, KVH, cap, pos + 1, D, scale, attn);
+        if ((rc = run_lin(&ly->o, qs, attn, tmp))) return rc;
+        for (int64_t j = 0; j < E; j++) x[j] += tmp[j];
+        llmchat_rmsnorm(x, ly->mlp_norm, 1, E, eps, h);
+        off = 0;
+        for (int p = 0; p < ly->ngu && !rc; p++) {
+            rc = run_lin(&ly->gu[p], E, h, gu + off);
+            off += ly->gu[p].rows;
+        }
+        if (rc) return rc;
+        llmchat_swiglu(gu, 1, F, act);
+        if ((rc = run_lin(&ly->down, F, act, tmp))) return rc;
+        for (int64_t j = 0; j < E; j++) x[j] += tmp[j];
+    }
+    return 0;
 }

@@ -185,10 +185,12 @@ class GgufLinear(_Stored):
         self.type, self.in_features = int(info[0]), int(info[1])
         self.out_features = blocks.shape[0]
         self.kind = "gguf-" + GGUF_TYPES[self.type]
-        # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise), set by CpuLlama for every
-        # down_proj: its input (SwiGLU's output) has outliers whose per-32 int8 rounding alone turned
-        # SmolLM2's "The capital of France is Paris." into "L'Étoile, la Marseillaise, …" (a 14.7% / 15.7%
-        # near tie). Precise down_proj restores it, for ~25% more integer work on a quarter of the weights.
+        # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise: x8, then the remainder x - x8
+        # quantized again, ~100x finer) where `precise` is set, and for every prompt (T > 1) row. CpuLlama sets
+        # it for each down_proj, whose SwiGLU input has outliers. One int8 pass elsewhere moves a logit by
+        # ~0.1-0.5, enough to decide a near tie: SmolLM2's first answer token to "What is the capital of
+        # France?" is "The" at 15.2% against "L" at 14.0% in float32, and one pass everywhere answers
+        # "L'Étoile, la Marseillaise, …" (as llama.cpp does). Two passes give float32's distribution to rounding.
         self.precise = False
         self._lib = native.library()
         if self._lib is None:
@@ -196,10 +198,12 @@ class GgufLinear(_Stored):
         if self._lib.llmchat_row_bytes(self.type, self.in_features) != blocks.shape[1]:
             raise ValueError(f"{self.kind}: {blocks.shape[1]} bytes per row do not hold {self.in_features} weights")
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, precise: bool | None = None) -> torch.Tensor:
+        """precise: None for the policy above (two passes if `self.precise` or for a prompt), or either way."""
         x = x.contiguous() if x.dtype == torch.float32 else x.float().contiguous()
         y = torch.empty(x.shape[0], self.out_features)
-        run = self._lib.llmchat_qmatmul_precise if self.precise else self._lib.llmchat_qmatmul
+        two = (self.precise or x.shape[0] > 1) if precise is None else precise
+        run = self._lib.llmchat_qmatmul_precise if two else self._lib.llmchat_qmatmul
         if run(self.type, self.blocks.data_ptr(), self.out_features, self.in_features, x.data_ptr(), x.shape[0], y.data_ptr()):
             raise MemoryError(f"the GGUF kernel could not run {self.kind} ({x.shape[0]} x {self.in_features})")
         return self._biased(y)
