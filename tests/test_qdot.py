@@ -220,3 +220,27 @@ def test_a_busy_neighbour_is_seen_and_takes_a_thread_away():
     env = dict(os.environ, LLMCHAT_THREADS="1")
     code = "from llmchat.model.cpu.threads import ThreadPolicy; print(ThreadPolicy().fixed)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip() == "1"
+
+
+def test_a_thread_is_taken_away_only_when_two_checks_agree(monkeypatch):
+    """A process runnable for an instant (one reading) leaves both threads; two readings take one away;
+    the first free reading gives it back."""
+    from llmchat.model.cpu import threads
+
+    monkeypatch.delenv("LLMCHAT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    policy = threads.ThreadPolicy()
+    policy.cores = 2
+    readings = iter([1, 0, 1, 1, 0])
+    monkeypatch.setattr(threads, "busy_others", lambda: next(readings))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        seen = []
+        for _ in range(5):
+            for _ in range(threads.CHECK_EVERY):
+                policy.tick()
+            seen.append(torch.get_num_threads())
+        assert seen == [2, 2, 2, 1, 2]
+    finally:
+        torch.set_num_threads(before)

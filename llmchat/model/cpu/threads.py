@@ -6,12 +6,17 @@ running, and a decode step becomes ~30x slower (bench/busy.py: 58.9 -> 2.0 tok/s
 2 cores beside one `yes > /dev/null`; llama.cpp 75.1 -> 0.7). One thread per free core degrades
 least (1 thread beside `yes`: 47 tok/s). So every `CHECK_EVERY` forward calls, llmchat counts the
 other processes that are running and uses cores - busy threads (at least 1). OMP_NUM_THREADS or
-LLMCHAT_THREADS, when set, fix the count instead.
+LLMCHAT_THREADS, when set, fix the count instead. A thread is taken away only when two checks in a
+row see the same busy process count (a process that was runnable for an instant, such as the
+shell or a kernel worker, would otherwise halve an idle machine's speed for 32 tokens), and given
+back at the first check that sees the core free.
 """
 
 from __future__ import annotations
 
 import os
+
+import torch
 
 CHECK_EVERY = 32
 
@@ -46,15 +51,15 @@ class ThreadPolicy:
         self.fixed = int(fixed) if fixed and fixed.isdigit() and int(fixed) > 0 else None
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.calls = 0
+        self.last = None  # the previous check's choice
 
     def tick(self) -> None:
         """Called once per forward pass; every CHECK_EVERY calls sets torch's thread count."""
-        if self.fixed is not None or self.calls % CHECK_EVERY:
-            self.calls += 1
-            return
         self.calls += 1
-        import torch
-
-        want = choose(self.cores, busy_others())
-        if want != torch.get_num_threads():
+        if self.fixed is not None or (self.calls - 1) % CHECK_EVERY:
+            return
+        want, before = choose(self.cores, busy_others()), self.last
+        self.last = want
+        now = torch.get_num_threads()
+        if want > now or (want < now and want == before):  # fewer threads only when seen twice
             torch.set_num_threads(want)
