@@ -484,3 +484,35 @@ def test_tokenize_neverstderr_of_main(tiny):
 def test_tokenize_smollm2_never_imports_torch_once_cached(smollm2_folder):
     assert stderr_of_main(["tokenize", "--chat", "-s", "Be brief.", "hello"]).endswith("NO-TORCH")
     assert stderr_of_main(["tokenize", "--compare", "smollm2", "hello 🦙"]).endswith("NO-TORCH")
+
+
+@pytest.mark.smollm2
+def test_a_plain_count_skips_typer_and_counts_the_same(cli, smollm2_folder, tiny, tmp_path):
+    """llmchat.entry answers `tokenize --count TEXT` (-m, -f) before typer is imported; its count is
+    the full command's, and every other form, or an error, goes to the full CLI."""
+    import subprocess
+    import sys
+
+    from llmchat import entry
+
+    texts = ["The capital of France is Paris 🦙", "<|im_start|>user\nHi<|im_end|>", "", "  \n\t日本語"]
+    for text in texts:
+        full = cli("tokenize", "--count", "--no-color", text)  # --no-color: not the plain form
+        assert full.returncode == 0 and entry.fast_count(["tokenize", "--count", text]) == int(full.stdout)
+        assert cli("tokenize", text, "--count").stdout == full.stdout  # the installed command, fast path
+    path = tmp_path / "text.txt"
+    path.write_text(texts[0], encoding="utf-8")
+    assert entry.fast_count(["tokenize", "-f", str(path), "--count", "-m", "smollm2"]) == int(
+        cli("tokenize", "--count", "--no-color", "-f", str(path)).stdout)
+    folder_count = entry.fast_count(["tokenize", "--count", f"--model={tiny['llama']}", texts[0]])
+    assert folder_count == len(open_tokenizer(tiny["llama"]).encode(texts[0]))
+    for args in (["tokenize", "--count"], ["tokenize", "--count", "-f", "-"], ["tokenize", "--ids", "x"],
+                 ["tokenize", "--count", "x", "y"], ["tokenize", "--count", "--json", "x"], ["ask", "--count", "x"],
+                 ["tokenize", "--count", "-m", "no-such-model", "x"], ["tokenize", "--count", "-f", str(tmp_path / "none")]):
+        assert entry.fast_count(args) is None, args
+    missing = cli("tokenize", "--count", "-m", "no-such-model", "x")
+    assert missing.returncode != 0 and missing.stderr.startswith("llmchat: error:") and "Traceback" not in missing.stderr
+    code = ("import sys; from llmchat import entry; n = entry.fast_count(['tokenize', '--count', 'hi']);"
+            "print(n, 'typer' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
+    assert out[1:] == ["False", "False"] and int(out[0]) > 0
