@@ -4,7 +4,9 @@ against the same file dequantized to float32, both on llmchat's forward.
     python bench/quality.py [--formats Q4_0,Q4_1,...]      (after bench/scale.py made the files)
 
 For each 135M file: the first greedy token (of 32) where the two differ, and the mean NLL on a
-fixed text (the first 4000 characters of README.md) of each, with the relative difference.
+fixed text (the first 4000 characters of README.md) of each, with the relative difference: as a
+prompt runs (two int8 passes, the default) and with one pass (LLMCHAT_PROMPT_PASSES=1, the
+arithmetic of each generated token but down_proj's).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llmchat.config.registry import load_registry  # noqa: E402
 from llmchat.engine.events import Finished  # noqa: E402
 from llmchat.engine.loop import generate  # noqa: E402
 from llmchat.engine.sampling import SamplingParams  # noqa: E402
+from llmchat.model.cpu import quant as Q  # noqa: E402
 from llmchat.model.load import load  # noqa: E402
 from scale import DEFAULT_FORMATS, bench_dir, default_gguf  # noqa: E402
 
@@ -43,8 +46,8 @@ def main() -> None:
     parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS["135m"]))
     args = parser.parse_args()
     registry = load_registry()
-    print("| 135M format | weights | greedy = float32 | NLL file blocks | NLL float32 | difference |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| 135M format | weights | greedy = float32 | NLL two passes | NLL one pass | NLL float32 | two passes | one pass |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for fmt in args.formats.split(","):
         path = default_gguf() if fmt == "Q4_1" else bench_dir() / f"smollm2-135m-{fmt}.gguf"
         if not path.is_file():
@@ -58,7 +61,13 @@ def main() -> None:
         a, b = greedy(fast, prompt), greedy(exact, prompt)
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         q, f = nll(fast, ids), nll(exact, ids)
-        print(f"| {fmt} | {fast.quant} | {same}/{len(b)} | {q:.4f} | {f:.4f} | {100 * (q - f) / f:+.2f}% |", flush=True)
+        Q.PROMPT_PASSES = 1  # the decode path's arithmetic: one int8 pass (two for down_proj)
+        try:
+            one = nll(fast, ids)
+        finally:
+            Q.PROMPT_PASSES = 2
+        print(f"| {fmt} | {fast.quant} | {same}/{len(b)} | {q:.4f} | {one:.4f} | {f:.4f} | {100 * (q - f) / f:+.2f}% | "
+              f"{100 * (one - f) / f:+.2f}% |", flush=True)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,8 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--no-before", action="store_true", help="skip the LLMCHAT_NATIVE=0 column")
+    parser.add_argument("--prompt-passes", type=int, choices=(1, 2), default=2,
+                        help="int8 passes of a prompt's rows (LLMCHAT_PROMPT_PASSES): 2 as shipped, 1 as llama.cpp")
     parser.add_argument("--anchor-python", default=os.environ.get("LLMCHAT_ANCHOR_PYTHON", str(ROOT / ".venv-anchors/bin/python")))
     args = parser.parse_args()
     import torch
@@ -224,7 +226,7 @@ def main() -> None:
     ids = prompt(args.prompt_tokens)
     bandwidth = read_bandwidth()
     print(f"{threads} threads, prompt {len(ids)} tokens, {args.new} new tokens, {args.runs} alternating rounds "
-          f"after a warm-up, read bandwidth {bandwidth:.1f} GB/s, {time.strftime('%Y-%m-%d')}", flush=True)
+          f"after a warm-up, prompts in {args.prompt_passes} int8 pass(es), read bandwidth {bandwidth:.1f} GB/s, {time.strftime('%Y-%m-%d')}", flush=True)
     header = ("| model / format | after: decode tok/s | before | llama.cpp | after × llama.cpp | before × llama.cpp | "
               "after: prefill tok/s | before | llama.cpp | after × llama.cpp | before × llama.cpp | weight GB/s (after) | "
               "greedy after = before |")
@@ -232,7 +234,8 @@ def main() -> None:
     for size in args.sizes.split(","):
         for fmt in (args.formats.split(",") if args.formats else DEFAULT_FORMATS[size]):
             path = ensure_file(size, fmt, anchor)
-            engines = {"after": lambda: run_llmchat(path, ids, args.new, True),
+            passes = {"LLMCHAT_PROMPT_PASSES": str(args.prompt_passes)}
+            engines = {"after": lambda: run_llmchat(path, ids, args.new, True, passes),
                        "llama.cpp": lambda: run_anchor(anchor, path, ids, args.new, threads)}
             if not args.no_before:
                 engines["before"] = lambda: run_llmchat(path, ids, args.new, False)

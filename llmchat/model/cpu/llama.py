@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from . import quant
 from .quant import GgufLinear
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
@@ -306,8 +307,8 @@ class CpuLlama:
         if logits_to_keep:
             x = x[-logits_to_keep:]
         x = norm(x, self.norm, s.eps)
-        if T > 1 and isinstance(self.head, GgufLinear):  # a prompt's logits, like its rows: two int8 passes
-            return self.head(x, precise=True)
+        if T > 1 and isinstance(self.head, GgufLinear):  # a prompt's logits, like its rows (quant.PROMPT_PASSES)
+            return self.head(x, precise=quant.PROMPT_PASSES == 2)
         return self.head(x)
 
     def _native_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
