@@ -223,24 +223,27 @@ def test_a_busy_neighbour_is_seen_and_takes_a_thread_away():
 
 
 def test_a_thread_is_taken_away_only_when_two_checks_agree(monkeypatch):
-    """A process runnable for an instant (one reading) leaves both threads; two readings take one away;
-    the first free reading gives it back."""
+    """A process runnable for an instant (one reading) leaves both threads; a reading that asks for
+    fewer is checked again at the next call, and two agreeing readings take one away; the first free
+    reading gives it back. Between them the load is read every CHECK_EVERY calls."""
     from llmchat.model.cpu import threads
 
     monkeypatch.delenv("LLMCHAT_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     policy = threads.ThreadPolicy()
     policy.cores = 2
-    readings = iter([1, 0, 1, 1, 0])
-    monkeypatch.setattr(threads, "busy_others", lambda: next(readings))
+    readings, read_at = iter([1, 0, 1, 1, 0]), []
+    monkeypatch.setattr(threads, "busy_others", lambda: read_at.append(policy.calls) or next(readings))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        seen = []
-        for _ in range(5):
-            for _ in range(threads.CHECK_EVERY):
-                policy.tick()
-            seen.append(torch.get_num_threads())
-        assert seen == [2, 2, 2, 1, 2]
+        seen = {}
+        for call in range(1, 4 + 2 * threads.CHECK_EVERY):
+            policy.tick()
+            seen[call] = torch.get_num_threads()
+        every = threads.CHECK_EVERY
+        assert read_at == [1, 2, 2 + every, 3 + every, 3 + 2 * every]
+        assert seen[1] == seen[2] == seen[2 + every] == 2 and seen[3 + every] == 1 and seen[2 + 2 * every] == 1
+        assert seen[3 + 2 * every] == 2
     finally:
         torch.set_num_threads(before)

@@ -6,10 +6,10 @@ running, and a decode step becomes ~30x slower (bench/busy.py: 58.9 -> 2.0 tok/s
 2 cores beside one `yes > /dev/null`; llama.cpp 75.1 -> 0.7). One thread per free core degrades
 least (1 thread beside `yes`: 47 tok/s). So every `CHECK_EVERY` forward calls, llmchat counts the
 other processes that are running and uses cores - busy threads (at least 1). OMP_NUM_THREADS or
-LLMCHAT_THREADS, when set, fix the count instead. A thread is taken away only when two checks in a
-row see the same busy process count (a process that was runnable for an instant, such as the
-shell or a kernel worker, would otherwise halve an idle machine's speed for 32 tokens), and given
-back at the first check that sees the core free.
+LLMCHAT_THREADS, when set, fix the count instead. A thread is taken away only when two readings
+in a row agree (a process that was runnable for an instant, such as the shell or a kernel worker,
+would otherwise halve an idle machine's speed for 32 tokens): a reading that asks for fewer threads
+is checked again at the very next forward call. A freed core is taken back at the first reading.
 """
 
 from __future__ import annotations
@@ -51,15 +51,18 @@ class ThreadPolicy:
         self.fixed = int(fixed) if fixed and fixed.isdigit() and int(fixed) > 0 else None
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.calls = 0
-        self.last = None  # the previous check's choice
+        self.due = 1  # the call that reads the load next
+        self.last = None  # the previous reading's choice
 
     def tick(self) -> None:
-        """Called once per forward pass; every CHECK_EVERY calls sets torch's thread count."""
+        """Called once per forward pass; reads the load every CHECK_EVERY calls (or at the next call, to
+        confirm a reading that asks for fewer threads) and sets torch's thread count."""
         self.calls += 1
-        if self.fixed is not None or (self.calls - 1) % CHECK_EVERY:
+        if self.fixed is not None or self.calls < self.due:
             return
         want, before = choose(self.cores, busy_others()), self.last
         self.last = want
         now = torch.get_num_threads()
-        if want > now or (want < now and want == before):  # fewer threads only when seen twice
+        if want > now or (want < now and want == before):
             torch.set_num_threads(want)
+        self.due = self.calls + (1 if want < torch.get_num_threads() else CHECK_EVERY)
