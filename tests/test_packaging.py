@@ -19,4 +19,4 @@ def test_wheel_contains_models_toml(tmp_path):
         names = zf.namelist()
         assert "llmchat/models.toml" in names
         assert zf.read("llmchat/models.toml") == (ROOT / "models.toml").read_bytes()
-        assert any(name.endswith("entry_points.txt") and b"llmchat = llmchat.entry:main" in zf.read(name) for name in names)
+        assert any(name.endswith("entry_points.txt") and b"llmchat = llmchat.__main__:main" in zf.read(name) for name in names)

@@ -488,12 +488,12 @@ def test_tokenize_smollm2_never_imports_torch_once_cached(smollm2_folder):
 
 @pytest.mark.smollm2
 def test_a_plain_count_skips_typer_and_counts_the_same(cli, smollm2_folder, tiny, tmp_path):
-    """llmchat.entry answers `tokenize --count TEXT` (-m, -f) before typer is imported; its count is
+    """llmchat.__main__ answers `tokenize --count TEXT` (-m, -f) before typer is imported; its count is
     the full command's, and every other form, or an error, goes to the full CLI."""
     import subprocess
     import sys
 
-    from llmchat import entry
+    from llmchat import __main__ as entry
 
     texts = ["The capital of France is Paris 🦙", "<|im_start|>user\nHi<|im_end|>", "", "  \n\t日本語"]
     for text in texts:
@@ -512,7 +512,7 @@ def test_a_plain_count_skips_typer_and_counts_the_same(cli, smollm2_folder, tiny
         assert entry.fast_count(args) is None, args
     missing = cli("tokenize", "--count", "-m", "no-such-model", "x")
     assert missing.returncode != 0 and missing.stderr.startswith("llmchat: error:") and "Traceback" not in missing.stderr
-    code = ("import sys; from llmchat import entry; n = entry.fast_count(['tokenize', '--count', 'hi']);"
+    code = ("import sys; import llmchat.__main__ as entry; n = entry.fast_count(['tokenize', '--count', 'hi']);"
             "print(n, 'typer' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
     assert out[1:] == ["False", "False"] and int(out[0]) > 0

@@ -1,4 +1,4 @@
-"""The `llmchat` command's entry point: `tokenize --count` without typer, everything else through it.
+"""The `llmchat` command (and `python -m llmchat`): `tokenize --count` without typer, everything else through it.
 
 `llmchat tokenize --count TEXT` is what scripts call in a loop (how long is this prompt?), so its
 start-up is its speed. The typer CLI costs ~150 ms of imports before a command runs (typer and
@@ -98,3 +98,7 @@ def main() -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
+
+
+if __name__ == "__main__":  # python -m llmchat
+    main()
