@@ -65,6 +65,20 @@ def test_greedy_matches_transformers_generate_on_smollm2(smollm2_fp32, smollm2_r
 
 
 @pytest.mark.smollm2
+def test_a_retry_on_a_cached_prompt_computes_its_last_token_as_a_prompt(smollm2):
+    """/retry reuses all but the prompt's last token, which then runs alone (T = 1): it is still a
+    prompt token (two int8 passes), so the answer and its probabilities are the fresh prompt's. Run
+    as a generated token, it answered "L'Étoile, la Marseillaise, …" (tests/test_tmux.py caught it)."""
+    ids = chat_ids(smollm2, "What is the capital of France?")
+    cache = PromptCache()
+    fresh, _ = run(smollm2, ids, GREEDY, cache=cache)
+    again, done = run(smollm2, ids, GREEDY, cache=cache)
+    assert done.reused_tokens == len(ids) - 1
+    assert [e.id for e in again] == [e.id for e in fresh] and "Paris" in "".join(e.text for e in again)
+    assert abs(again[0].prob - fresh[0].prob) < 1e-3
+
+
+@pytest.mark.smollm2
 def test_smollm2_answers_paris(smollm2):
     events, finished = run(smollm2, chat_ids(smollm2, "What is the capital of France?"), GREEDY)
     assert "Paris" in "".join(e.text for e in events)

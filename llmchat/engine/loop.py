@@ -84,15 +84,18 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
                  on_prefill, tuple(continues))
 
 
-def _forward(model, cache: PromptCache, ids: list[int]) -> torch.Tensor:
+def _forward(model, cache: PromptCache, ids: list[int], prompt: bool = False) -> torch.Tensor:
     """Run `ids` through the model on top of the cache; returns the last position's logits.
+    `prompt`: these are prompt tokens (also one left after a reused prefix), which llmchat's CPU
+    forward computes more exactly than generated ones (cpu/quant.py's GgufLinear: two int8 passes).
 
     Out of device memory: the cache is dropped and freed, and OutOfMemory (exit 6) is raised, so a
     chat can go on with the next turn."""
     try:
         with torch.inference_mode():
+            flag = {"prompt": True} if prompt and getattr(model, "takes_prompt_flag", False) else {}
             out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
-                        use_cache=True, logits_to_keep=1)
+                        use_cache=True, logits_to_keep=1, **flag)
     except torch.OutOfMemoryError:
         context = len(cache.tokens) + len(ids)
         cache.reset()
@@ -110,7 +113,7 @@ def _prefill(model, cache: PromptCache, ids: list[int], should_stop, on_prefill)
     done, logits = 0, None
     while done < len(ids):
         part = ids[done:done + PREFILL_CHUNK]
-        logits = _forward(model, cache, part)
+        logits = _forward(model, cache, part, prompt=True)
         done += len(part)
         if on_prefill is not None:
             on_prefill(done, len(ids))

@@ -143,7 +143,9 @@ def _logits(model, ids: list[int], kv, total: int):
 
     try:
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids], device=model.device), cache=kv, use_cache=True, logits_to_keep=0)
+            flag = {"prompt": True} if getattr(model, "takes_prompt_flag", False) else {}  # a given text, as a prompt
+            out = model(input_ids=torch.tensor([ids], device=model.device), cache=kv, use_cache=True, logits_to_keep=0,
+                        **flag)
     except torch.OutOfMemoryError:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -166,11 +166,13 @@ class CpuLlama:
         self._step = self._step_layers()  # one C call per decode step, when every matmul is GGUF blocks
 
     # ---- the transformers-like surface the engine uses
+    takes_prompt_flag = True  # engine.loop passes prompt=True for prompt tokens (also a single one)
+
     def __call__(self, input_ids: torch.Tensor, cache: StaticKV | None = None, use_cache: bool = True,
-                 logits_to_keep: int = 0, **_) -> SimpleNamespace:
+                 logits_to_keep: int = 0, prompt: bool = False, **_) -> SimpleNamespace:
         cache = cache if cache is not None else StaticKV(self.shape)
         self._threads.tick()
-        logits = self.forward(input_ids[0], cache, logits_to_keep)
+        logits = self.forward(input_ids[0], cache, logits_to_keep, prompt=prompt)
         return SimpleNamespace(logits=logits[None], cache=cache)
 
     def matmuls(self) -> list:
@@ -252,11 +254,18 @@ class CpuLlama:
         return self.head(self._native_norm(x, self.norm, s.eps))
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0, prompt: bool = False) -> torch.Tensor:
+        """Logits of the last `logits_to_keep` positions (all with 0). A prompt (`prompt`, or any T > 1) runs
+        its GGUF matmuls in two int8 passes (quant.PROMPT_PASSES), a generated token in one but down_proj's."""
         s = self.shape
         T, start = ids.shape[0], cache.length
-        if T == 1 and self._step is not None:
+        exact = (prompt or T > 1) and quant.PROMPT_PASSES == 2
+        if T == 1 and self._step is not None and not exact:
             return self._decode_step(ids, cache)
+
+        def mm(lin, h):
+            return lin(h, precise=True) if exact and isinstance(lin, GgufLinear) else lin(h)
+
         end = start + T
         cache._reserve(end)
         cis = self._rope(end)[start:end, None]
@@ -271,9 +280,9 @@ class CpuLlama:
         for i, layer in enumerate(self.layers):
             h = norm(x, layer.attn_norm, s.eps)
             if isinstance(layer.qkv, tuple):
-                q, k, v = (lin(h) for lin in layer.qkv)
+                q, k, v = (mm(lin, h) for lin in layer.qkv)
             else:
-                q, k, v = layer.qkv(h).split([q_size, kv_size, kv_size], dim=-1)
+                q, k, v = mm(layer.qkv, h).split([q_size, kv_size, kv_size], dim=-1)
             q = _rotate(q, cis, T, s.heads, s.head_dim)
             k = _rotate(k, cis, T, s.kv_heads, s.head_dim)
             cache.k[i, :, start:end] = k.transpose(0, 1)
@@ -290,26 +299,23 @@ class CpuLlama:
                     q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
                     is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=group > 1)
                 attn = attn[0].transpose(0, 1).reshape(T, q_size)
-            x = x + layer.o(attn)
+            x = x + mm(layer.o, attn)
             h = norm(x, layer.mlp_norm, s.eps)
             if isinstance(layer.gate_up, tuple):
-                gate, up = (lin(h) for lin in layer.gate_up)
+                gate, up = (mm(lin, h) for lin in layer.gate_up)
                 act = F.silu(gate) * up
             elif lib is not None:
-                gu = layer.gate_up(h).contiguous()
+                gu = mm(layer.gate_up, h).contiguous()
                 act = torch.empty(T, gu.shape[1] // 2)
                 lib.llmchat_swiglu(gu.data_ptr(), T, act.shape[1], act.data_ptr())
             else:
-                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+                gate, up = mm(layer.gate_up, h).chunk(2, dim=-1)
                 act = F.silu(gate) * up
-            x = x + layer.down(act)
+            x = x + mm(layer.down, act)
         cache.length = end
         if logits_to_keep:
             x = x[-logits_to_keep:]
-        x = norm(x, self.norm, s.eps)
-        if T > 1 and isinstance(self.head, GgufLinear):  # a prompt's logits, like its rows (quant.PROMPT_PASSES)
-            return self.head(x, precise=quant.PROMPT_PASSES == 2)
-        return self.head(x)
+        return mm(self.head, norm(x, self.norm, s.eps))  # a prompt's logits, like its rows
 
     def _native_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         x = x.contiguous()
