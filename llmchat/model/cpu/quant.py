@@ -188,8 +188,9 @@ class GgufLinear(_Stored):
         self.out_features = blocks.shape[0]
         self.kind = "gguf-" + GGUF_TYPES[self.type]
         # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise: x8, then the remainder x - x8
-        # quantized again, ~100x finer) where `precise` is set, and for every prompt (T > 1) row. CpuLlama sets
-        # it for each down_proj, whose SwiGLU input has outliers. One int8 pass elsewhere moves a logit by
+        # quantized again, ~100x finer) where `precise` is set, and for rows of many tokens (a prompt; CpuLlama.forward
+        # passes precise=True for a prompt token that runs alone, too). CpuLlama sets `precise` for each down_proj,
+        # whose SwiGLU input has outliers. One int8 pass elsewhere moves a logit by
         # ~0.1-0.5, enough to decide a near tie: SmolLM2's first answer token to "What is the capital of
         # France?" is "The" at 15.2% against "L" at 14.0% in float32, and one pass everywhere answers
         # "L'Étoile, la Marseillaise, …" (as llama.cpp does). Two passes give float32's distribution to rounding.
