@@ -74,50 +74,73 @@ static inline void kscales(const uint8_t *scales, uint8_t sc[8], uint8_t mn[8]) 
     memcpy(mn, u + 2, 8);
 }
 
-/* One row of `cols` weights -> u8 codes [cols] (Q8_0: signed int8), scale and offset per 16. The
-   plain C decoding: embedding rows, and the portable build's prefill. */
-static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, float *s, float *o) {
-    int64_t nb = cols / QK;
-    if (type == T_Q5_0 || type == T_Q5_1) { /* 4 low bits + one high bit (qh, bit j of value j) */
-        int bytes = type == T_Q5_0 ? 22 : 24;
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *blk = w + b * bytes, *qs = blk + bytes - 16;
-            uint32_t qh;
-            memcpy(&qh, blk + bytes - 20, 4);
-            float d = h2f(blk), off = type == T_Q5_0 ? -16 * d : h2f(blk + 2);
-            uint8_t *ub = u + b * QK;
-            for (int j = 0; j < 16; j++) {
-                ub[j] = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
-                ub[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-            }
-            s[2 * b] = s[2 * b + 1] = d;
-            o[2 * b] = o[2 * b + 1] = off;
-        }
-        return;
-    }
-    if (type == T_Q4_0 || type == T_Q4_1 || type == T_Q8_0) {
-        int bytes = type == T_Q4_0 ? 18 : type == T_Q4_1 ? 20 : 34;
-        for (int64_t b = 0; b < nb; b++) {
+/* Bytes of one block of a 32-value type. */
+static inline int block_bytes(int type) {
+    return type == T_Q4_0 ? 18 : type == T_Q4_1 ? 20 : type == T_Q5_0 ? 22 : type == T_Q5_1 ? 24 : 34;
+}
+
+/* The scale s and offset o of every 16 weights of a row (w = u * s + o), for both decoders below. */
+static void row_scales(int type, const uint8_t *w, int64_t cols, float *s, float *o) {
+    if (type <= T_Q8_0) {
+        const int bytes = block_bytes(type);
+        for (int64_t b = 0; b < cols / QK; b++) {
             const uint8_t *blk = w + b * bytes;
-            float d = h2f(blk), off = type == T_Q4_0 ? -8 * d : type == T_Q4_1 ? h2f(blk + 2) : 0.f;
-            uint8_t *ub = u + b * QK;
-            if (type == T_Q8_0) memcpy(ub, blk + 2, QK);
-            else {
-                const uint8_t *qs = blk + (type == T_Q4_0 ? 2 : 4);
-                for (int j = 0; j < 16; j++) { ub[j] = qs[j] & 0xF; ub[j + 16] = qs[j] >> 4; }
-            }
+            float d = h2f(blk);
+            float off = type == T_Q4_0 ? -8.f * d : type == T_Q5_0 ? -16.f * d : type == T_Q8_0 ? 0.f : h2f(blk + 2);
             s[2 * b] = s[2 * b + 1] = d;
             o[2 * b] = o[2 * b + 1] = off;
         }
         return;
     }
     for (int64_t sb = 0; sb < cols / QKK; sb++) {
-        uint8_t *ub = u + sb * QKK;
         float *sk = s + sb * 16, *ok = o + sb * 16;
         if (type == T_Q6_K) {
-            const uint8_t *blk = w + sb * 210, *ql = blk, *qh = blk + 128;
+            const uint8_t *blk = w + sb * 210;
             const int8_t *sc = (const int8_t *)(blk + 192);
             float d = h2f(blk + 208);
+            for (int k = 0; k < 16; k++) { /* value 16k's scale: ggml's index 8n + 2g + h is k itself */
+                sk[k] = d * sc[k];
+                ok[k] = -32.f * sk[k];
+            }
+            continue;
+        }
+        const uint8_t *blk = w + sb * (type == T_Q5_K ? 176 : 144);
+        float d = h2f(blk), dmin = h2f(blk + 2);
+        uint8_t sc[8], mn[8];
+        kscales(blk + 4, sc, mn);
+        for (int j = 0; j < 8; j++) {
+            sk[2 * j] = sk[2 * j + 1] = d * sc[j];
+            ok[2 * j] = ok[2 * j + 1] = -dmin * mn[j];
+        }
+    }
+}
+
+/* One row of `cols` weights -> u8 codes [cols] (Q8_0: signed int8), scale and offset per 16. The
+   plain C decoding: embedding rows, and the portable build's prefill. */
+static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, float *s, float *o) {
+    row_scales(type, w, cols, s, o);
+    if (type <= T_Q8_0) {
+        const int bytes = block_bytes(type);
+        for (int64_t b = 0; b < cols / QK; b++) {
+            const uint8_t *blk = w + b * bytes, *qs = blk + bytes - 16;
+            uint8_t *ub = u + b * QK;
+            if (type == T_Q8_0) {
+                memcpy(ub, blk + 2, QK);
+                continue;
+            }
+            uint32_t qh = 0; /* Q5_0 / Q5_1: the fifth bit of value j is bit j of qh */
+            if (type == T_Q5_0 || type == T_Q5_1) memcpy(&qh, blk + bytes - 20, 4);
+            for (int j = 0; j < 16; j++) {
+                ub[j] = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+                ub[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+            }
+        }
+        return;
+    }
+    for (int64_t sb = 0; sb < cols / QKK; sb++) {
+        uint8_t *ub = u + sb * QKK;
+        if (type == T_Q6_K) {
+            const uint8_t *ql = w + sb * 210, *qh = ql + 128;
             for (int n = 0; n < 2; n++) {
                 uint8_t *y = ub + 128 * n;
                 for (int l = 0; l < 32; l++) {
@@ -129,30 +152,17 @@ static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, flo
                 ql += 64;
                 qh += 32;
             }
-            for (int k = 0; k < 16; k++) { /* value 16k's scale: ggml's index 8n + 2g + h is k itself */
-                sk[k] = d * sc[k];
-                ok[k] = -32.f * sk[k];
-            }
-        } else { /* Q4_K, Q5_K */
-            int five = type == T_Q5_K;
-            const uint8_t *blk = w + sb * (five ? 176 : 144), *qh = blk + 16;
-            const uint8_t *qs = blk + (five ? 48 : 16);
-            float d = h2f(blk), dmin = h2f(blk + 2);
-            for (int c = 0; c < 4; c++) {
-                for (int l = 0; l < 32; l++) {
-                    uint8_t lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
-                    if (five) { lo |= ((qh[l] >> (2 * c)) & 1) << 4; hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4; }
-                    ub[64 * c + l] = lo;
-                    ub[64 * c + 32 + l] = hi;
-                }
-            }
-            uint8_t sc[8], mn[8];
-            kscales(blk + 4, sc, mn);
-            for (int j = 0; j < 8; j++) {
-                sk[2 * j] = sk[2 * j + 1] = d * sc[j];
-                ok[2 * j] = ok[2 * j + 1] = -dmin * mn[j];
-            }
+            continue;
         }
+        int five = type == T_Q5_K;
+        const uint8_t *blk = w + sb * (five ? 176 : 144), *qh = blk + 16, *qs = blk + (five ? 48 : 16);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                uint8_t lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+                if (five) { lo |= ((qh[l] >> (2 * c)) & 1) << 4; hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4; }
+                ub[64 * c + l] = lo;
+                ub[64 * c + 32 + l] = hi;
+            }
     }
 }
 
@@ -400,63 +410,44 @@ FUSED(2)
 
 /* One row decoded: codes u (Q8_0: |w|, sg the signed codes for the sign trick), scale s and offset o per 16. */
 static void decode_codes(int type, const uint8_t *w, int64_t cols, uint8_t *u, int8_t *sg, float *s, float *o) {
-    int64_t nb = cols / QK;
+    row_scales(type, w, cols, s, o);
     if (type <= T_Q8_0) {
-        const int bytes = type == T_Q4_0 ? 18 : type == T_Q4_1 ? 20 : type == T_Q5_0 ? 22 : type == T_Q5_1 ? 24 : 34;
-        for (int64_t b = 0; b < nb; b++) {
+        const int bytes = block_bytes(type);
+        for (int64_t b = 0; b < cols / QK; b++) {
             const uint8_t *blk = w + b * bytes;
-            float d = h2f(blk), off;
             __m256i v;
             switch (type) {
-            case T_Q4_0: v = nibbles(blk + 2); off = -8.f * d; break;
-            case T_Q4_1: v = nibbles(blk + 4); off = h2f(blk + 2); break;
-            case T_Q5_0: v = q5_codes(blk, bytes); off = -16.f * d; break;
-            case T_Q5_1: v = q5_codes(blk, bytes); off = h2f(blk + 2); break;
+            case T_Q4_0: v = nibbles(blk + 2); break;
+            case T_Q4_1: v = nibbles(blk + 4); break;
+            case T_Q5_0: case T_Q5_1: v = q5_codes(blk, bytes); break;
             default:
                 v = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 _mm256_store_si256((__m256i *)(sg + b * QK), v);
                 v = _mm256_sign_epi8(v, v);
-                off = 0.f;
             }
             _mm256_store_si256((__m256i *)(u + b * QK), v);
-            s[2 * b] = s[2 * b + 1] = d;
-            o[2 * b] = o[2 * b + 1] = off;
         }
         return;
     }
     for (int64_t sb = 0; sb < cols / QKK; sb++) {
         uint8_t *ub = u + sb * QKK;
-        float *sk = s + sb * 16, *ok = o + sb * 16;
         if (type == T_Q6_K) {
             const uint8_t *blk = w + sb * 210;
-            const int8_t *sc = (const int8_t *)(blk + 192);
-            float d = h2f(blk + 208);
             for (int half = 0; half < 2; half++) {
                 __m256i g[4];
                 q6_codes(blk + 64 * half, blk + 128 + 32 * half, g);
                 for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(ub + 128 * half + 32 * k), g[k]);
             }
-            for (int k = 0; k < 16; k++) {
-                sk[k] = d * sc[k];
-                ok[k] = -32.f * sk[k];
-            }
             continue;
         }
         int five = type == T_Q5_K;
         const uint8_t *blk = w + sb * (five ? 176 : 144), *qs = blk + (five ? 48 : 16);
-        float d = h2f(blk), dmin = h2f(blk + 2);
-        uint8_t sc[8], mn[8];
-        kscales(blk + 4, sc, mn);
         __m256i h = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i lo, hi;
             k_codes(qs, h, five, c, &lo, &hi);
             _mm256_store_si256((__m256i *)(ub + 64 * c), lo);
             _mm256_store_si256((__m256i *)(ub + 64 * c + 32), hi);
-        }
-        for (int j = 0; j < 8; j++) {
-            sk[2 * j] = sk[2 * j + 1] = d * sc[j];
-            ok[2 * j] = ok[2 * j + 1] = -dmin * mn[j];
         }
     }
 }
