@@ -63,14 +63,13 @@ def fast_count(args: list[str]) -> int | None:
         from pathlib import Path
 
         from .config.registry import load_registry
-        from .model.gguf.convert import TOKENIZER_FILES, gguf_cache_dir, gguf_file
+        from .model.gguf.convert import gguf_file, gguf_tokenizer_cached
 
         from .model.files import tokenizer_folder
 
         spec = load_registry(None).get(model)
         if spec.source in ("gguf", "package"):
-            cached = gguf_cache_dir(gguf_file(spec))
-            if not all((cached / name).is_file() for name in (*TOKENIZER_FILES, "config.json")):
+            if not gguf_tokenizer_cached(gguf_file(spec)):
                 return None  # first use: the CLI extracts it, with its progress line
         elif spec.source != "path":
             return None  # a repo id (the hub cache, maybe a download) or a remote engine

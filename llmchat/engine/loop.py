@@ -84,6 +84,12 @@ def generate(loaded: LoadedModel, input_ids: Iterable[int], params: SamplingPara
                  on_prefill, tuple(continues))
 
 
+def prompt_flag(model, prompt: bool = True) -> dict:
+    """The keyword that tells a model these are prompt tokens, for models that take it (llmchat's CPU
+    forward computes them more exactly than generated ones: cpu/quant.py's GgufLinear, two int8 passes)."""
+    return {"prompt": True} if prompt and getattr(model, "takes_prompt_flag", False) else {}
+
+
 def _forward(model, cache: PromptCache, ids: list[int], prompt: bool = False) -> torch.Tensor:
     """Run `ids` through the model on top of the cache; returns the last position's logits.
     `prompt`: these are prompt tokens (also one left after a reused prefix), which llmchat's CPU
@@ -93,9 +99,8 @@ def _forward(model, cache: PromptCache, ids: list[int], prompt: bool = False) ->
     chat can go on with the next turn."""
     try:
         with torch.inference_mode():
-            flag = {"prompt": True} if prompt and getattr(model, "takes_prompt_flag", False) else {}
             out = model(input_ids=torch.tensor([ids], device=model.device), cache=cache.kv,
-                        use_cache=True, logits_to_keep=1, **flag)
+                        use_cache=True, logits_to_keep=1, **prompt_flag(model, prompt))
     except torch.OutOfMemoryError:
         context = len(cache.tokens) + len(ids)
         cache.reset()

@@ -141,11 +141,12 @@ def score(loaded: LoadedModel, ids: list[int], start: int, *, alternatives: int 
 def _logits(model, ids: list[int], kv, total: int):
     import torch
 
+    from .loop import prompt_flag
+
     try:
         with torch.inference_mode():
-            flag = {"prompt": True} if getattr(model, "takes_prompt_flag", False) else {}  # a given text, as a prompt
             out = model(input_ids=torch.tensor([ids], device=model.device), cache=kv, use_cache=True, logits_to_keep=0,
-                        **flag)
+                        **prompt_flag(model))  # a given text is computed as a prompt is
     except torch.OutOfMemoryError:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

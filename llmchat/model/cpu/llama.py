@@ -234,7 +234,7 @@ class CpuLlama:
         except LookupError:
             return None
         s = self.shape
-        ffn = sum(desc.rows for desc in list(array[0].gu)[:array[0].ngu]) // 2
+        ffn = self.layers[0].down.in_features
         work = torch.empty(2 * s.hidden + 2 * (s.heads + s.kv_heads) * s.head_dim + 3 * ffn)
         return array, ffn, work
 

@@ -80,10 +80,16 @@ def _read_metadata_once():
         gguf_utils.load_gguf_checkpoint = original
 
 
+def gguf_tokenizer_cached(path: Path) -> bool:
+    """Are this GGUF's config and tokenizer already extracted into the cache?"""
+    folder = gguf_cache_dir(path)
+    return all((folder / name).is_file() for name in (*TOKENIZER_FILES, "config.json"))
+
+
 def ensure_gguf_tokenizer(path: Path, progress: Progress = SILENT) -> Path:
     """Cache config + tokenizer of a GGUF file (no weight dequantisation); returns the cache folder."""
     folder = gguf_cache_dir(path)
-    if all((folder / name).is_file() for name in (*TOKENIZER_FILES, "config.json")):
+    if gguf_tokenizer_cached(path):
         return folder
     from .check import check_gguf
 
