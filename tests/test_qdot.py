@@ -6,6 +6,7 @@
   the plain float product;
 - one token (the fused decode loop) and many (the tiled prefill loop) give the same rows;
 - embedding rows come out exactly as gguf-py dequantizes them;
+- rows repacked in groups of 8 (the 4-6 bit types) keep the file's values exactly and give its products;
 - the portable build (no AVX2) gives the same numbers; no compiler means torch's kernels, said why.
 """
 
@@ -76,6 +77,7 @@ def lib():
 
 # (13, 544): a short 8-row tile and 17 blocks a row, whose per-16 sums the kernel pads to 40 (not for
 # the K-quants, whose rows are whole 256-value super-blocks).
+REPACKED = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}  # GgufLinear.from_file's groups of 8 rows
 SHAPES = [(kind, shape) for kind in TYPES for shape in [(40, 768)] + ([] if kind.endswith("_K") else [(13, 544)])]
 
 
@@ -95,10 +97,12 @@ def test_kernel_computes_the_files_grid_times_int8_activations(lib, kind_name, t
 
 
 @pytest.mark.parametrize("kind_name", list(TYPES))
-def test_one_token_and_many_give_the_same_rows(lib, kind_name):
-    rows, cols = 36, 512  # not a multiple of the 4-row tile
+@pytest.mark.parametrize("rows", [36, 40])
+def test_one_token_and_many_give_the_same_rows(lib, kind_name, rows):
+    cols = 512  # 36 rows: not a multiple of the 8-row tile, kept as filed; 40: repacked (4-6 bit types)
     data = blocks_of(kind_name, rows, cols, seed=3)
     lin = linear(kind_name, data, cols)
+    assert lin.repacked == (rows % 8 == 0 and kind_name in REPACKED)
     x = torch.randn(5, cols)
     for precise in (False, True):
         many = lin(x, precise=precise)
@@ -107,12 +111,49 @@ def test_one_token_and_many_give_the_same_rows(lib, kind_name):
             assert torch.allclose(one[0], many[t], rtol=1e-5, atol=1e-5 * float(many.abs().max()))
 
 
+@pytest.mark.parametrize("kind_name", sorted(REPACKED))
+def test_repacked_groups_give_the_files_rows(lib, kind_name):
+    """qdot.c's 8-row groups (llmchat_repack) hold the file's codes and scales: embedding rows come back to the
+    bit, and products match the file layout's to float rounding for 1-9 tokens, one pass and two."""
+    rows, cols = 48, 768
+    data = blocks_of(kind_name, rows, cols, seed=31)
+    kind = int(__import__("gguf").GGMLQuantizationType[kind_name])
+    filed = Q.GgufLinear(torch.from_numpy(data.copy()), torch.tensor([kind, cols, 0]))
+    packed = Q.GgufLinear.from_file(torch.from_numpy(data.copy()), kind, cols)
+    assert packed.repacked and not filed.repacked and packed.blocks.data_ptr() != filed.blocks.data_ptr()
+    ids = torch.tensor([0, 9, 47, 8, 9])
+    assert torch.equal(packed.rows(ids), filed.rows(ids))
+    assert torch.equal(packed.rows(ids), torch.from_numpy(dequantized(kind_name, data, rows, cols).astype(np.float32))[ids])
+    for tokens in (1, 2, 5, 9):
+        x = torch.randn(tokens, cols) * torch.where(torch.rand(tokens, cols) < 0.02, 30.0, 1.0)
+        for precise in (False, True):
+            want = filed(x, precise=precise)
+            assert torch.allclose(packed(x, precise=precise), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    saved = packed.state("p.")
+    again = Q.GgufLinear.restore(saved, "p.")
+    assert again.repacked and torch.equal(again(x), packed(x))
+
+
+def test_rows_that_do_not_fill_groups_or_q8_0_stay_as_filed(lib):
+    from gguf import GGMLQuantizationType as T
+
+    assert not Q.GgufLinear.from_file(torch.from_numpy(blocks_of("Q4_0", 20, 512, 1)), int(T.Q4_0), 512).repacked
+    assert not Q.GgufLinear.from_file(torch.from_numpy(blocks_of("Q8_0", 24, 512, 1)), int(T.Q8_0), 512).repacked
+    with pytest.raises(ValueError, match="bytes per row"):  # a repacked flag on rows that are not groups of 8
+        Q.GgufLinear(torch.from_numpy(blocks_of("Q4_0", 20, 512, 1)), torch.tensor([int(T.Q4_0), 512, 1]))
+
+
 @pytest.mark.parametrize("kind_name", list(TYPES))
 def test_precise_activations_take_the_int8_rounding_error_away(lib, kind_name):
     """down_proj's two int8 passes (x8, then the remainder x - x8 quantized again), in one sweep over the
     weights: ~100x closer to the float product than one pass, and one token or many (1, 2, 3 and 4
     activation rows to a tile, and a tail) give the same rows."""
-    rows, cols = 20, 512
+    for rows in (20, 24):  # as filed, and repacked for the 4-6 bit types
+        _precise_check(kind_name, rows)
+
+
+def _precise_check(kind_name: str, rows: int) -> None:
+    cols = 512
     data = blocks_of(kind_name, rows, cols, seed=21)
     w = dequantized(kind_name, data, rows, cols)
     lin = linear(kind_name, data, cols)
@@ -170,6 +211,9 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     plain.llmchat_qmatmul.argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
     plain.llmchat_qmatmul_precise.argtypes = plain.llmchat_qmatmul.argtypes
+    plain.llmchat_rp_row_bytes.restype = i64
+    plain.llmchat_rp_row_bytes.argtypes = [ctypes.c_int, i64]
+    assert plain.llmchat_rp_row_bytes(2, 512) == -1  # no repacked layout there: GgufLinear keeps the file's
     from gguf import GGMLQuantizationType
 
     for kind_name in TYPES:

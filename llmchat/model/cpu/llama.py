@@ -212,7 +212,7 @@ class CpuLlama:
         def qlin(lin):
             if not isinstance(lin, GgufLinear) or lin.bias is not None:
                 raise LookupError
-            return native.QLin(lin.type, int(lin.precise), lin.out_features, lin.blocks.data_ptr())
+            return native.QLin(lin.code, int(lin.precise), lin.out_features, lin.blocks.data_ptr())
 
         def norm_ok(w):
             return w.dtype == torch.float32 and w.is_contiguous() and w.shape == (self.shape.hidden,)

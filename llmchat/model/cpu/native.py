@@ -94,6 +94,10 @@ def library() -> ctypes.CDLL | None:
     lib.llmchat_dequant_rows.restype = ctypes.c_int
     lib.llmchat_row_bytes.argtypes = [ctypes.c_int, i64]
     lib.llmchat_row_bytes.restype = i64
+    lib.llmchat_rp_row_bytes.argtypes = [ctypes.c_int, i64]
+    lib.llmchat_rp_row_bytes.restype = i64
+    lib.llmchat_repack.argtypes = [ctypes.c_int, ptr, i64, i64, ptr]
+    lib.llmchat_repack.restype = ctypes.c_int
     lib.llmchat_rmsnorm.argtypes = [ptr, ptr, i64, i64, ctypes.c_float, ptr]
     lib.llmchat_swiglu.argtypes = [ptr, i64, i64, ptr]
     lib.llmchat_attend1.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_float, ptr]

@@ -169,6 +169,40 @@ static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, flo
 /* Activations: int8 codes per 32 (scale ad), and asum = ad * (sum of each 16 codes), `ap` floats per
    row (the per-16 count rounded up to 8, zero-padded). */
 static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, float *asum, int64_t ap) {
+#ifdef __AVX2__
+    /* The same numbers as the loop below (x * id rounded half to even: cvtps_epi32 under the default
+       rounding mode is lrintf), 8 lanes at a time: the scalar loop called libm's lrintf per value, ~7 ns. */
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int64_t b = 0; b < cols / QK; b++) {
+        const float *xb = x + b * QK;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4), d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
+        __m256 idv = _mm256_set1_ps(id);
+        __m256i c[4];
+        for (int i = 0; i < 4; i++) c[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv));
+        /* int32 x 32 -> int8 x 32 in order: packs interleave 128-bit lanes, the permute undoes it */
+        __m256i p16a = _mm256_packs_epi32(c[0], c[1]), p16b = _mm256_packs_epi32(c[2], c[3]);
+        __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * QK), p8);
+        __m256i s01 = _mm256_add_epi32(c[0], c[1]), s23 = _mm256_add_epi32(c[2], c[3]);
+        __m128i h01 = _mm_add_epi32(_mm256_castsi256_si128(s01), _mm256_extracti128_si256(s01, 1));
+        __m128i h23 = _mm_add_epi32(_mm256_castsi256_si128(s23), _mm256_extracti128_si256(s23, 1));
+        __m128i h = _mm_hadd_epi32(h01, h23); /* [a01 a23 b01 b23] */
+        h = _mm_hadd_epi32(h, h);             /* [s0 s1 s0 s1] */
+        ad[b] = d;
+        asum[2 * b] = d * _mm_cvtsi128_si32(h);
+        asum[2 * b + 1] = d * _mm_extract_epi32(h, 1);
+    }
+    for (int64_t k = 2 * (cols / QK); k < ap; k++) asum[k] = 0.f;
+    return;
+#endif
     for (int64_t b = 0; b < cols / QK; b++) {
         const float *xb = x + b * QK;
         float amax = 0.f;
@@ -593,15 +627,371 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
 }
 #endif
 
+/* ---- rows repacked at load, 8 at a time (llmchat_repack; a type code with RP set says so) ----
+   The interleaved tile above, kept in memory instead of decoded per call: llama.cpp's repacked layout
+   (block_q4_0x8 and kin) for every 4-6 bit type here. Per block of 32 columns, the 8 rows' codes are
+   stored as the tile's 8 vectors V_k ([4 codes k of row 0 | ... | row 7]), two to a 32-byte vector as
+   low / high nibbles (V_2j, V_2j+1), the fifth bit (Q5) or the top two (Q6_K) in vectors of their own,
+   and the 8 rows' scales side by side. So one token (decode) is 8 maddubs per 8 rows and 32 columns,
+   summed in int16, one madd, one FMA -- half the multiply-port work of a row-by-row dot, no per-call
+   decoding for a prompt. Group layouts (8 rows; bytes = 8 x the file's, Q4_K / Q5_K 4 more a row):
+     Q4_0 / Q4_1 / Q5_0 / Q5_1, per block: d[8] fp16, (m[8] fp16,) qs[128], (qh[32])
+     Q4_K / Q5_K, per super-block: d[8], dmin[8] fp16, sc[8 blocks][8 rows], mn[8][8] u8, then per block
+       qs[128] (qh[32])
+     Q6_K, per super-block: d[8] fp16, sc[16][8] i8, then per block qs[128] qh[64] */
+#define RP 0x100
+#ifndef RP_RN
+#define RP_RN 4 /* activation rows a group's codes are unpacked for at a time */
+#endif
+
+static inline int rp_type(int type) {
+    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q4_K || type == T_Q5_K ||
+           type == T_Q6_K;
+}
+
+/* Bytes a repacked row takes (8 rows = one group), or -1: the type is not repacked, or no AVX2 here. */
+int64_t llmchat_rp_row_bytes(int type, int64_t cols) {
+#ifndef __AVX2__
+    (void)type; (void)cols;
+    return -1;
+#else
+    if (!rp_type(type) || cols % (type >= T_Q4_K ? QKK : QK)) return -1;
+    if (type == T_Q4_K) return cols / QKK * 148;
+    if (type == T_Q5_K) return cols / QKK * 180;
+    return llmchat_row_bytes(type, cols);
+#endif
+}
+
+static inline int rp_k_bytes(int type) { return type == T_Q4_K ? 1184 : type == T_Q5_K ? 1440 : 1680; }
+
+/* The codes of block columns c0 .. c0 + 31 of 8 decoded rows (u, stride cols) in the interleaved order. */
+static void rp_put_codes(const uint8_t *u, int64_t cols, int64_t c0, int extra, uint8_t *qs, uint8_t *qh) {
+    for (int r = 0; r < 8; r++)
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *c = u + r * cols + c0 + i; /* c[4k] is code 4k + i of row r */
+            for (int j = 0; j < 4; j++) qs[32 * j + 4 * r + i] = (c[8 * j] & 0xF) | (uint8_t)((c[8 * j + 4] & 0xF) << 4);
+            if (extra == 5) {
+                uint8_t h = 0;
+                for (int k = 0; k < 8; k++) h |= ((c[4 * k] >> 4) & 1) << k;
+                qh[4 * r + i] = h;
+            } else if (extra == 6)
+                for (int hh = 0; hh < 2; hh++) {
+                    uint8_t h = 0;
+                    for (int kk = 0; kk < 4; kk++) h |= ((c[4 * (4 * hh + kk)] >> 4) & 3) << (2 * kk);
+                    qh[32 * hh + 4 * r + i] = h;
+                }
+        }
+}
+
+/* `rows` (a multiple of 8) GGUF rows -> the repacked groups. Returns 0, -1 (type or shape), -2 (memory). */
+int llmchat_repack(int type, const uint8_t *w, int64_t rows, int64_t cols, uint8_t *out) {
+    int64_t rb = llmchat_row_bytes(type, cols), prb = llmchat_rp_row_bytes(type, cols), nb = cols / QK;
+    if (rb < 0 || prb < 0 || rows % 8) return -1;
+    int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, extra = five ? 5 : type == T_Q6_K ? 6 : 0, failed = 0;
+#pragma omp parallel
+    {
+    uint8_t *u = malloc((size_t)(8 * cols));
+    float *s = malloc(sizeof(float) * 2 * nb), *o = malloc(sizeof(float) * 2 * nb);
+    if (!u || !s || !o) {
+#pragma omp atomic write
+        failed = 1;
+    }
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < rows / 8; g++) {
+        if (!u || !s || !o) continue;
+        const uint8_t *src = w + 8 * g * rb;
+        uint8_t *p = out + 8 * g * prb;
+        for (int r = 0; r < 8; r++) decode_row(type, src + r * rb, cols, u + r * cols, s, o);
+        if (type < T_Q4_K) {
+            int bytes = block_bytes(type), m = type == T_Q4_1 || type == T_Q5_1;
+            for (int64_t b = 0; b < nb; b++) {
+                for (int r = 0; r < 8; r++) {
+                    memcpy(p + 2 * r, src + r * rb + b * bytes, 2);
+                    if (m) memcpy(p + 16 + 2 * r, src + r * rb + b * bytes + 2, 2);
+                }
+                p += m ? 32 : 16;
+                rp_put_codes(u, cols, b * QK, extra, p, p + 128);
+                p += five ? 160 : 128;
+            }
+            continue;
+        }
+        int sbb = type == T_Q4_K ? 144 : type == T_Q5_K ? 176 : 210;
+        for (int64_t sb = 0; sb < cols / QKK; sb++) {
+            for (int r = 0; r < 8; r++) {
+                const uint8_t *blk = src + r * rb + sb * sbb;
+                if (type == T_Q6_K) {
+                    memcpy(p + 2 * r, blk + 208, 2);
+                    for (int k = 0; k < 16; k++) p[16 + 8 * k + r] = blk[192 + k];
+                } else {
+                    uint8_t sc[8], mn[8];
+                    memcpy(p + 2 * r, blk, 2);
+                    memcpy(p + 16 + 2 * r, blk + 2, 2);
+                    kscales(blk + 4, sc, mn);
+                    for (int j = 0; j < 8; j++) { p[32 + 8 * j + r] = sc[j]; p[96 + 8 * j + r] = mn[j]; }
+                }
+            }
+            p += type == T_Q6_K ? 144 : 160;
+            for (int j = 0; j < 8; j++) {
+                rp_put_codes(u, cols, sb * QKK + 32 * j, extra, p, p + 128);
+                p += type == T_Q6_K ? 192 : five ? 160 : 128;
+            }
+        }
+    }
+    free(u); free(s); free(o);
+    }
+    return failed ? -2 : 0;
+}
+
+/* Row r of a repacked group back to codes and per-16 scale / offset: decode_row's output, to the bit. */
+static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uint8_t *u, float *s, float *o) {
+    int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+    int64_t nb = cols / QK;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p;
+        if (type < T_Q4_K) {
+            int m = type == T_Q4_1 || type == T_Q5_1;
+            const uint8_t *blk = grp + b * 8 * block_bytes(type);
+            float d = h2f(blk + 2 * r);
+            s[2 * b] = s[2 * b + 1] = d;
+            o[2 * b] = o[2 * b + 1] = m ? h2f(blk + 16 + 2 * r) : type == T_Q5_0 ? -16.f * d : -8.f * d;
+            p = blk + (m ? 32 : 16);
+        } else {
+            int64_t sb = b / 8, j = b % 8;
+            const uint8_t *sbp = grp + sb * rp_k_bytes(type);
+            float d = h2f(sbp + 2 * r);
+            if (six) {
+                for (int h = 0; h < 2; h++) {
+                    s[2 * b + h] = d * (int8_t)sbp[16 + 8 * (2 * j + h) + r];
+                    o[2 * b + h] = -32.f * s[2 * b + h];
+                }
+                p = sbp + 144 + 192 * j;
+            } else {
+                s[2 * b] = s[2 * b + 1] = d * sbp[32 + 8 * j + r];
+                o[2 * b] = o[2 * b + 1] = -h2f(sbp + 16 + 2 * r) * sbp[96 + 8 * j + r];
+                p = sbp + 160 + (five ? 160 : 128) * j;
+            }
+        }
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 4; i++) {
+                uint8_t c = p[32 * (k / 2) + 4 * r + i], code = k & 1 ? c >> 4 : c & 0xF;
+                if (five) code |= ((p[128 + 4 * r + i] >> k) & 1) << 4;
+                if (six) code |= ((p[128 + 32 * (k / 4) + 4 * r + i] >> (2 * (k % 4))) & 3) << 4;
+                u[b * QK + 4 * k + i] = code;
+            }
+    }
+}
+
+#ifdef __AVX2__
+/* One block of a group against RN activation rows: the 8 V_k from p, per-16 scales / offsets of 8 rows;
+   products into acc, offsets into aco (two chains). */
+static inline __attribute__((always_inline)) void rp_block(const int type, const int RN, const uint8_t *p, __m256 slo,
+                                                            __m256 shi, __m256 olo, __m256 ohi, int64_t b, int64_t cols,
+                                                            int64_t nb, int64_t ap, const int8_t *q, const float *ad,
+                                                            const float *asum, __m256 *acc, __m256 *aco) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+    __m256i V[8];
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + 32 * j));
+        V[2 * j] = _mm256_and_si256(v, m4);
+        V[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    if (five) { /* bit k of a qh byte is the fifth bit of V_k's byte */
+        const __m256i b4 = _mm256_set1_epi8(0x10);
+        __m256i h = _mm256_loadu_si256((const __m256i *)(p + 128));
+        V[0] = _mm256_or_si256(V[0], _mm256_and_si256(_mm256_slli_epi16(h, 4), b4));
+        V[1] = _mm256_or_si256(V[1], _mm256_and_si256(_mm256_slli_epi16(h, 3), b4));
+        V[2] = _mm256_or_si256(V[2], _mm256_and_si256(_mm256_slli_epi16(h, 2), b4));
+        V[3] = _mm256_or_si256(V[3], _mm256_and_si256(_mm256_slli_epi16(h, 1), b4));
+        V[4] = _mm256_or_si256(V[4], _mm256_and_si256(h, b4));
+        V[5] = _mm256_or_si256(V[5], _mm256_and_si256(_mm256_srli_epi16(h, 1), b4));
+        V[6] = _mm256_or_si256(V[6], _mm256_and_si256(_mm256_srli_epi16(h, 2), b4));
+        V[7] = _mm256_or_si256(V[7], _mm256_and_si256(_mm256_srli_epi16(h, 3), b4));
+    }
+    if (six) { /* bits 2kk, 2kk + 1 of qh vector k / 4 are the top two of V_k's byte */
+        const __m256i b45 = _mm256_set1_epi8(0x30);
+        for (int hh = 0; hh < 2; hh++) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * hh));
+            V[4 * hh] = _mm256_or_si256(V[4 * hh], _mm256_and_si256(_mm256_slli_epi16(h, 4), b45));
+            V[4 * hh + 1] = _mm256_or_si256(V[4 * hh + 1], _mm256_and_si256(_mm256_slli_epi16(h, 2), b45));
+            V[4 * hh + 2] = _mm256_or_si256(V[4 * hh + 2], _mm256_and_si256(h, b45));
+            V[4 * hh + 3] = _mm256_or_si256(V[4 * hh + 3], _mm256_and_si256(_mm256_srli_epi16(h, 2), b45));
+        }
+    }
+    for (int t = 0; t < RN; t++) {
+        const int8_t *qa = q + t * cols + b * QK;
+        __m256i m[8];
+        for (int k = 0; k < 8; k++) {
+            int32_t a4;
+            memcpy(&a4, qa + 4 * k, 4);
+            m[k] = _mm256_maddubs_epi16(V[k], _mm256_set1_epi32(a4));
+        }
+        __m256 a = _mm256_set1_ps(ad[t * nb + b]);
+        const float *sa = asum + t * ap + 2 * b;
+        if (six) { /* codes < 64: two int16 sums at a time; a scale per 16 */
+            __m256i lo = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(m[0], m[1]), ones),
+                                          _mm256_madd_epi16(_mm256_add_epi16(m[2], m[3]), ones));
+            __m256i hi = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(m[4], m[5]), ones),
+                                          _mm256_madd_epi16(_mm256_add_epi16(m[6], m[7]), ones));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
+            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
+            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
+            continue;
+        }
+        __m256i lo = _mm256_add_epi16(_mm256_add_epi16(m[0], m[1]), _mm256_add_epi16(m[2], m[3]));
+        __m256i hi = _mm256_add_epi16(_mm256_add_epi16(m[4], m[5]), _mm256_add_epi16(m[6], m[7]));
+        __m256i S = five ? _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones)) /* codes < 32 */
+                         : _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones); /* codes < 16: 8 sums fit int16 */
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
+        aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+    }
+    (void)shi; (void)ohi;
+}
+
+/* The same for 5- and 6-bit codes (measured faster for them; rp_block for 4-bit ones). The 8 V_k are unpacked two at a time (V_2j, V_2j+1),
+   each pair multiplied with every row at once, so that few registers are live (RN = 4 without spills):
+   int16 sums of G products (8 for codes < 16, 4 for < 32, 2 for Q6_K's < 64) are widened, then folded
+   into the row's accumulator with its scale (per 32, or per 16 for Q6_K). */
+static inline __attribute__((always_inline)) void rp_block_pairs(const int type, const int RN, const uint8_t *p, __m256 slo,
+                                                            __m256 shi, __m256 olo, __m256 ohi, int64_t b, int64_t cols,
+                                                            int64_t nb, int64_t ap, const int8_t *q, const float *ad,
+                                                            const float *asum, __m256 *acc, __m256 *aco) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+    __m256i S16[4], S32[4];
+    for (int t = 0; t < RN; t++) S16[t] = S32[t] = _mm256_setzero_si256();
+    __m256i h5 = five ? _mm256_loadu_si256((const __m256i *)(p + 128)) : _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + 32 * j));
+        __m256i V0 = _mm256_and_si256(v, m4), V1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        if (five) { /* bit k of a qh byte is the fifth bit of V_k's byte: k = 2j, 2j + 1 */
+            const __m256i b4 = _mm256_set1_epi8(0x10);
+            __m256i e0 = j < 2 ? _mm256_slli_epi16(h5, 4 - 2 * j) : j == 2 ? h5 : _mm256_srli_epi16(h5, 2);
+            __m256i e1 = j < 2 ? _mm256_slli_epi16(h5, 3 - 2 * j) : _mm256_srli_epi16(h5, 2 * j - 3);
+            V0 = _mm256_or_si256(V0, _mm256_and_si256(e0, b4));
+            V1 = _mm256_or_si256(V1, _mm256_and_si256(e1, b4));
+        }
+        if (six) { /* bits 2kk, 2kk + 1 of qh vector k / 4 are the top two of V_k's byte, kk = k % 4 */
+            const __m256i b45 = _mm256_set1_epi8(0x30);
+            __m256i h = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * (j / 2)));
+            int kk = 2 * (j % 2);
+            __m256i e0 = kk == 0 ? _mm256_slli_epi16(h, 4) : h;
+            __m256i e1 = kk == 0 ? _mm256_slli_epi16(h, 2) : _mm256_srli_epi16(h, 2);
+            V0 = _mm256_or_si256(V0, _mm256_and_si256(e0, b45));
+            V1 = _mm256_or_si256(V1, _mm256_and_si256(e1, b45));
+        }
+        for (int t = 0; t < RN; t++) {
+            const int8_t *qa = q + t * cols + b * QK + 8 * j;
+            int32_t a0, a1;
+            memcpy(&a0, qa, 4);
+            memcpy(&a1, qa + 4, 4);
+            __m256i m = _mm256_add_epi16(_mm256_maddubs_epi16(V0, _mm256_set1_epi32(a0)),
+                                         _mm256_maddubs_epi16(V1, _mm256_set1_epi32(a1)));
+            if (six) { /* widen every pair; a scale per half (j < 2, j >= 2) */
+                __m256i w = _mm256_madd_epi16(m, ones);
+                S32[t] = j % 2 ? _mm256_add_epi32(S32[t], w) : w;
+                if (j % 2) {
+                    __m256 a = _mm256_set1_ps(ad[t * nb + b]);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S32[t]), _mm256_mul_ps(j < 2 ? slo : shi, a), acc[t]);
+                }
+            } else if (five) { /* widen every two pairs */
+                S16[t] = j % 2 ? _mm256_add_epi16(S16[t], m) : m;
+                if (j == 1) S32[t] = _mm256_madd_epi16(S16[t], ones);
+                if (j == 3) S32[t] = _mm256_add_epi32(S32[t], _mm256_madd_epi16(S16[t], ones));
+            } else
+                S16[t] = j ? _mm256_add_epi16(S16[t], m) : m;
+        }
+    }
+    for (int t = 0; t < RN; t++) {
+        const float *sa = asum + t * ap + 2 * b;
+        if (six) {
+            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
+            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
+            continue;
+        }
+        __m256i S = five ? S32[t] : _mm256_madd_epi16(S16[t], ones);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, _mm256_set1_ps(ad[t * nb + b])), acc[t]);
+        aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+    }
+    (void)shi; (void)ohi;
+}
+
+#define RP_BLOCK(type, ...) \
+    ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
+/* y[t * 8 + i] = row i of the group . activation row t, t < RN. */
+static inline __attribute__((always_inline)) void rp_micro(const int type, const int RN, const uint8_t *grp, int64_t cols,
+                                                            int64_t ap, const int8_t *q, const float *ad, const float *asum,
+                                                            float *y) {
+    const int64_t nb = cols / QK;
+    __m256 acc[4], aco[4];
+    for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
+    if (type < T_Q4_K) {
+        const int m = type == T_Q4_1 || type == T_Q5_1, bb = 8 * block_bytes(type);
+        const __m256 off = _mm256_set1_ps(type == T_Q5_0 ? -16.f : -8.f);
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + b * bb;
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+            __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : _mm256_mul_ps(d, off);
+            RP_BLOCK(type, RN, p + (m ? 32 : 16), d, d, o, o, b, cols, nb, ap, q, ad, asum, acc, aco);
+        }
+    } else {
+        const int six = type == T_Q6_K, sbb = rp_k_bytes(type), per = type == T_Q4_K ? 128 : type == T_Q5_K ? 160 : 192;
+        for (int64_t sb = 0; sb < cols / QKK; sb++) {
+            const uint8_t *sp = grp + sb * sbb;
+            __m256 D = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sp));
+            if (six) {
+                const __m256 m32 = _mm256_set1_ps(-32.f);
+                for (int j = 0; j < 8; j++) {
+                    __m128i sc = _mm_loadu_si128((const __m128i *)(sp + 16 + 16 * j));
+                    __m256 slo = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+                    __m256 shi = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+                    RP_BLOCK(type, RN, sp + 144 + per * j, slo, shi, _mm256_mul_ps(slo, m32), _mm256_mul_ps(shi, m32),
+                             sb * 8 + j, cols, nb, ap, q, ad, asum, acc, aco);
+                }
+            } else {
+                __m256 M = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 16))));
+                for (int j = 0; j < 8; j++) {
+                    __m256 s = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sp + 32 + 8 * j)))));
+                    __m256 o = _mm256_mul_ps(M, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sp + 96 + 8 * j)))));
+                    RP_BLOCK(type, RN, sp + 160 + per * j, s, s, o, o, sb * 8 + j, cols, nb, ap, q, ad, asum, acc, aco);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
+}
+
+typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const float *, const float *, float *);
+#define RPF(T, RN)                                                                                                         \
+    static void rp_##T##_##RN(const uint8_t *g, int64_t cols, int64_t ap, const int8_t *q, const float *ad,              \
+                              const float *asum, float *y) {                                                              \
+        rp_micro(T, RN, g, cols, ap, q, ad, asum, y);                                                                     \
+    }
+#define RPF4(T) RPF(T, 1) RPF(T, 2) RPF(T, 3) RPF(T, 4)
+RPF4(T_Q4_0) RPF4(T_Q4_1) RPF4(T_Q5_0) RPF4(T_Q5_1) RPF4(T_Q4_K) RPF4(T_Q5_K) RPF4(T_Q6_K)
+#define RPROW(T) {0, rp_##T##_1, rp_##T##_2, rp_##T##_3, rp_##T##_4}
+static rp_fn rp_pick(int type, int rn) {
+    static const rp_fn fns[7][5] = {RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1),
+                                    RPROW(T_Q4_K), RPROW(T_Q5_K), RPROW(T_Q6_K)};
+    int i = type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
+          : type == T_Q5_K ? 5 : 6;
+    return fns[i][rn];
+}
+#endif
+
 static _Thread_local void *act_buf, *tile_buf;
 static _Thread_local size_t act_cap, tile_cap;
 
 /* y[T, rows] = Σ_n (activation set n of each token) @ W^T: na = 1 is x quantized once; na = 2 adds the
    quantized remainder x - x8 (llmchat_qmatmul_precise). Activation row t * na + n. */
 static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, int na, float *y) {
-    int64_t rb = llmchat_row_bytes(type, cols), nb = cols / QK, ap = (2 * nb + 7) / 8 * 8, A = T * na;
+    const int rp = type & RP;
+    type &= ~RP;
+    int64_t rb = rp ? llmchat_rp_row_bytes(type, cols) : llmchat_row_bytes(type, cols), nb = cols / QK,
+            ap = (2 * nb + 7) / 8 * 8, A = T * na;
     int block = (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? QKK : QK;
-    if (rb < 0 || cols % block || rows <= 0 || T <= 0) return -1;
+    if (rb < 0 || cols % block || rows <= 0 || T <= 0 || (rp && rows % 8)) return -1;
     size_t qbytes = (size_t)(A * cols + 63) / 64 * 64;
     char *buf = scratch(&act_buf, &act_cap, qbytes + sizeof(float) * (size_t)(A * nb + A * ap));
     if (!buf) return -2;
@@ -614,13 +1004,39 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
         if (na > 1) {
             float rr[QK];
             for (int64_t c0 = 0; c0 < cols; c0 += QK) { /* one block at a time: no per-thread row buffer */
+#ifdef __AVX2__
+                __m256 dv = _mm256_set1_ps(ad[a0 * nb + c0 / QK]);
+                for (int j = 0; j < QK; j += 8) {
+                    __m256 qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + a0 * cols + c0 + j))));
+                    _mm256_storeu_ps(rr + j, _mm256_sub_ps(_mm256_loadu_ps(x + t * cols + c0 + j), _mm256_mul_ps(qv, dv)));
+                }
+#else
                 for (int j = 0; j < QK; j++) rr[j] = x[t * cols + c0 + j] - q[a0 * cols + c0 + j] * ad[a0 * nb + c0 / QK];
+#endif
                 quantize_act(rr, QK, q + (a0 + 1) * cols + c0, ad + (a0 + 1) * nb + c0 / QK, asum + (a0 + 1) * ap + c0 / 16, 0);
             }
             for (int64_t k = 2 * nb; k < ap; k++) asum[(a0 + 1) * ap + k] = 0.f;
         }
     }
 #ifdef __AVX2__
+    if (rp) { /* every activation row against each group: up to 4 at a time, sharing the unpacked codes */
+#pragma omp parallel for schedule(static)
+        for (int64_t g = 0; g < rows / 8; g++) {
+            float out[4 * 8];
+            for (int64_t j0 = 0; j0 < A; j0 += RP_RN) {
+                int rn = A - j0 < RP_RN ? (int)(A - j0) : RP_RN;
+                rp_pick(type, rn)(w + 8 * g * rb, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                for (int j = 0; j < rn; j++) {
+                    float *yr = y + ((j0 + j) / na) * rows + 8 * g;
+                    for (int i = 0; i < 8; i++) {
+                        if (na > 1 && (j0 + j) % na) yr[i] += out[j * 8 + i];
+                        else yr[i] = out[j * 8 + i];
+                    }
+                }
+            }
+        }
+        return 0;
+    }
     if (T == 1) {
         if (na == 1) {
 #pragma omp parallel for schedule(static)
@@ -710,13 +1126,16 @@ int llmchat_qmatmul_precise(int type, const uint8_t *w, int64_t rows, int64_t co
 
 /* Rows `ids` of W dequantized to fp32 (an embedding lookup), exactly as GGUF defines them. */
 int llmchat_dequant_rows(int type, const uint8_t *w, int64_t cols, const int64_t *ids, int64_t n, float *out) {
-    int64_t rb = llmchat_row_bytes(type, cols), nb = cols / QK;
+    const int rp = type & RP;
+    type &= ~RP;
+    int64_t rb = rp ? llmchat_rp_row_bytes(type, cols) : llmchat_row_bytes(type, cols), nb = cols / QK;
     if (rb < 0) return -1;
     uint8_t *u = malloc((size_t)cols);
     float *s = malloc(sizeof(float) * 2 * nb), *o = malloc(sizeof(float) * 2 * nb);
     if (!u || !s || !o) { free(u); free(s); free(o); return -2; }
     for (int64_t i = 0; i < n; i++) {
-        decode_row(type, w + ids[i] * rb, cols, u, s, o);
+        if (rp) rp_decode_row(type, w + ids[i] / 8 * 8 * rb, (int)(ids[i] % 8), cols, u, s, o);
+        else decode_row(type, w + ids[i] * rb, cols, u, s, o);
         for (int64_t j = 0; j < cols; j++) {
             float v = type == T_Q8_0 ? (float)(int8_t)u[j] : (float)u[j];
             out[i * cols + j] = v * s[j / 16] + o[j / 16];

@@ -26,7 +26,7 @@ from ...paths import atomic_file
 from . import quant as Q
 from .llama import CpuLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 7  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel
+PACK_FORMAT = 8  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel; 8: repacked in groups of 8 rows
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -217,7 +217,7 @@ def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
     if raw.kind == "gguf" and quant != "none":
         if isinstance(tied_head, Q.GgufLinear):
             return Rows(grouped=tied_head)
-        return Rows(grouped=Q.GgufLinear(raw.blocks, torch.tensor([raw.gtype, raw.cols])))
+        return Rows(grouped=Q.GgufLinear(raw.blocks, torch.tensor([raw.gtype, raw.cols, 0])))  # rows only: as filed
     if raw.kind == "int4" and quant != "none":
         return Rows(grouped=Q.Int4Rows(raw.codes.to(torch.uint8).contiguous(), raw.scale.float().contiguous(),
                                        raw.zero.float().contiguous()))
@@ -238,7 +238,7 @@ def pack_name(quant: str, dtype: torch.dtype, config: dict) -> str:
     part shared by every version of this (quant, dtype) pair, so that stale ones can be removed."""
     from . import native
 
-    kernel = "qdot" if native.library() is not None else "torch"  # which kernels the packing was made for
+    kernel = ("qdot" + ("-rp" if Q.REPACK else "")) if native.library() is not None else "torch"  # what the packing is for
     key = (f"{PACK_FORMAT}|{kernel}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
            f"{json.dumps(config, sort_keys=True)}")
     return f"{pack_prefix(quant, dtype)}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
