@@ -38,7 +38,7 @@ SHAPES = {  # name: (hidden, layers, heads, kv_heads, ffn)
     "0.4b": (1536, 16, 24, 8, 4096),
     "1b": (2048, 16, 32, 8, 8192),
 }
-FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}  # llama.cpp's LLAMA_FTYPE_*
+FTYPES = {"F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}  # llama.cpp's LLAMA_FTYPE_*
 DEFAULT_FORMATS = {"135m": ["Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"], "0.4b": ["Q4_0", "Q4_K_M", "Q8_0"],
                    "1b": ["Q4_0", "Q4_K_M", "Q6_K", "Q8_0"]}
 

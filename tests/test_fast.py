@@ -354,6 +354,35 @@ def test_llama_with_every_bias_matches_transformers(tiny, tmp_path):
         assert torch.allclose(fast.model(input_ids=ids).logits[0], model(ids).logits[0], atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype,tied", [(torch.float16, False), (torch.bfloat16, True)])
+def test_16_bit_checkpoints_stay_16_bit_and_compute_in_float32(tiny, tmp_path, dtype, tied):
+    """float16 / bfloat16 safetensors keep their 16 bits (quant.GgufLinear.half: half of fp32's memory and
+    bytes per token); a prompt (torch's fp32 matmul on widened chunks) and a cached token (qdot.c's one-call
+    decode step) both give transformers' float32 logits of the same weights."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny["llama"], folder)
+    config = LlamaConfig.from_pretrained(str(folder))
+    config.tie_word_embeddings = tied
+    torch.manual_seed(9)
+    LlamaForCausalLM(config).to(dtype).save_pretrained(str(folder))
+    reference = LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    fast = load(ModelSpec(alias="half", source="path", location=str(folder)), device="cpu")
+    name = "f16" if dtype == torch.float16 else "bf16"
+    assert fast.backend == "llmchat" and set(fast.model.kinds()) == {name} and fast.model._step is not None
+    assert fast.model.embed.grouped is not None and (fast.model.embed.grouped is fast.model.head) == tied
+    ids = torch.tensor([[1, 5, 9, 30, 7, 2, 11]])
+    with torch.no_grad():
+        want = reference(ids).logits[0]
+        assert torch.allclose(fast.model(input_ids=ids).logits[0], want, atol=1e-4)
+        out = fast.model(input_ids=ids[:, :-1])
+        last = fast.model(input_ids=ids[:, -1:], cache=out.cache).logits[0, -1]
+        assert torch.allclose(last, want[-1], atol=1e-4)
+
+
 def test_sliding_window_models_are_left_to_transformers():
     from llmchat.model.cpu.llama import Shape, Unsupported
 

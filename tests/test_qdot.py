@@ -7,6 +7,7 @@
 - one token (the fused decode loop) and many (the tiled prefill loop) give the same rows;
 - embedding rows come out exactly as gguf-py dequantizes them;
 - rows repacked in groups of 8 (the 4-6 bit types) keep the file's values exactly and give its products;
+- float16 / bfloat16 rows give the float product of their values (no activation quantization);
 - the portable build (no AVX2) gives the same numbers; no compiler means torch's kernels, said why.
 """
 
@@ -227,6 +228,15 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
                     assert getattr(lib_, fn)(int(GGMLQuantizationType[kind_name]), data.ctypes.data, rows, cols,
                                              x.ctypes.data, tokens, y.ctypes.data) == 0
                 assert np.allclose(out[0], out[1], rtol=1e-5, atol=1e-5 * np.abs(out[1]).max()), (kind_name, fn, tokens)
+    for code, dtype in ((1, torch.float16), (30, torch.bfloat16)):  # 16-bit float rows, 200 columns (a tail)
+        w = (torch.randn(24, 200) * 0.05).to(dtype)
+        data = np.ascontiguousarray(w.view(torch.int16).numpy())
+        x = np.random.default_rng(2).standard_normal((3, 200)).astype(np.float32)
+        want = x.astype(np.float64) @ w.double().numpy().T
+        for lib_ in (plain, fast):
+            y = np.zeros((3, 24), dtype=np.float32)
+            assert lib_.llmchat_qmatmul(code, data.ctypes.data, 24, 200, x.ctypes.data, 3, y.ctypes.data) == 0
+            assert np.allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()), code
 
 
 def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):

@@ -26,6 +26,7 @@
 #endif
 
 enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
+enum { T_F16 = 1, T_BF16 = 30 }; /* 16-bit float rows: fp32 activations, no quantization (dot_half) */
 #define QK 32
 #define QKK 256
 
@@ -57,6 +58,7 @@ int64_t llmchat_row_bytes(int type, int64_t cols) {
     case T_Q4_K: return cols / QKK * 144;
     case T_Q5_K: return cols / QKK * 176;
     case T_Q6_K: return cols / QKK * 210;
+    case T_F16: case T_BF16: return cols * 2;
     }
     return -1;
 }
@@ -980,6 +982,34 @@ static rp_fn rp_pick(int type, int rn) {
 }
 #endif
 
+/* ---- 16-bit float weights (F16 / BF16 safetensors or GGUF), one token: w . x in fp32, exactly the products
+   of the widened weights (F16 -> fp32 and BF16 -> fp32 are exact), at 2 bytes a weight read. ---- */
+static inline float bf2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static float dot_half(int type, const uint8_t *w, const float *x, int64_t cols) {
+    int64_t j = 0;
+    float total = 0.f;
+#if defined(__AVX2__) && defined(__F16C__)
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; j + 32 <= cols; j += 32)
+        for (int u = 0; u < 4; u++) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(w + 2 * (j + 8 * u)));
+            __m256 wv = type == T_F16 ? _mm256_cvtph_ps(h) : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+            acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j + 8 * u), acc[u]);
+        }
+    total = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+#endif
+    for (; j < cols; j++) total += (type == T_F16 ? h2f(w + 2 * j) : bf2f(w + 2 * j)) * x[j];
+    return total;
+}
+
 static _Thread_local void *act_buf, *tile_buf;
 static _Thread_local size_t act_cap, tile_cap;
 
@@ -990,8 +1020,15 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
     type &= ~RP;
     int64_t rb = rp ? llmchat_rp_row_bytes(type, cols) : llmchat_row_bytes(type, cols), nb = cols / QK,
             ap = (2 * nb + 7) / 8 * 8, A = T * na;
-    int block = (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? QKK : QK;
+    int block = (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? QKK : (type == T_F16 || type == T_BF16) ? 1 : QK;
     if (rb < 0 || cols % block || rows <= 0 || T <= 0 || (rp && rows % 8)) return -1;
+    if (type == T_F16 || type == T_BF16) { /* (quant.py runs several tokens on torch's sgemm instead) */
+        if (rp) return -1;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t t = 0; t < T; t++) y[t * rows + i] = dot_half(type, w + i * rb, x + t * cols, cols);
+        return 0;
+    }
     size_t qbytes = (size_t)(A * cols + 63) / 64 * 64;
     char *buf = scratch(&act_buf, &act_cap, qbytes + sizeof(float) * (size_t)(A * nb + A * ap));
     if (!buf) return -2;
@@ -1130,6 +1167,12 @@ int llmchat_dequant_rows(int type, const uint8_t *w, int64_t cols, const int64_t
     type &= ~RP;
     int64_t rb = rp ? llmchat_rp_row_bytes(type, cols) : llmchat_row_bytes(type, cols), nb = cols / QK;
     if (rb < 0) return -1;
+    if (type == T_F16 || type == T_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < cols; j++)
+                out[i * cols + j] = type == T_F16 ? h2f(w + ids[i] * rb + 2 * j) : bf2f(w + ids[i] * rb + 2 * j);
+        return 0;
+    }
     uint8_t *u = malloc((size_t)cols);
     float *s = malloc(sizeof(float) * 2 * nb), *o = malloc(sizeof(float) * 2 * nb);
     if (!u || !s || !o) { free(u); free(s); free(o); return -2; }

@@ -191,7 +191,7 @@ class GgufLinear(_Stored):
         self.repacked = len(info) > 2 and bool(info[2])
         self.code = self.type | (RP_FLAG if self.repacked else 0)  # the type code qdot.c takes
         self.out_features = blocks.shape[0]
-        self.kind = "gguf-" + GGUF_TYPES[self.type]
+        self.kind = HALF_TYPES[self.type] if self.type in HALF_TYPES else "gguf-" + GGUF_TYPES[self.type]
         # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise: x8, then the remainder x - x8
         # quantized again, ~100x finer) where `precise` is set, and for rows of many tokens (a prompt; CpuLlama.forward
         # passes precise=True for a prompt token that runs alone, too). CpuLlama sets `precise` for each down_proj,
@@ -206,6 +206,22 @@ class GgufLinear(_Stored):
         row_bytes = self._lib.llmchat_rp_row_bytes if self.repacked else self._lib.llmchat_row_bytes
         if row_bytes(self.type, self.in_features) != blocks.shape[1] or self.repacked and self.out_features % 8:
             raise ValueError(f"{self.kind}: {blocks.shape[1]} bytes per row do not hold {self.in_features} weights")
+
+    @classmethod
+    def half(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "GgufLinear":
+        """A float16 / bfloat16 weight kept in its 16 bits (half of fp32's memory and bytes read per token):
+        one token runs qdot.c's fp32 dot of the widened weights, several run torch's fp32 matmul on
+        chunks widened as they go; both are fp32's products of the file's values, nothing rounded."""
+        code = 1 if weight.dtype == torch.float16 else 30
+        rows, cols = weight.shape
+        return cls(weight.contiguous().view(torch.uint8).reshape(rows, 2 * cols), torch.tensor([code, cols, 0]), bias)
+
+    def _half_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.blocks.view(torch.float16 if self.type == 1 else torch.bfloat16)
+        y = torch.empty(x.shape[0], self.out_features)
+        for r in range(0, self.out_features, HALF_CHUNK):  # an L2-sized fp32 copy at a time, not the whole matrix
+            y[:, r:r + HALF_CHUNK] = F.linear(x, w[r:r + HALF_CHUNK].float())
+        return y
 
     @classmethod
     def from_file(cls, blocks: torch.Tensor, gtype: int, cols: int, bias: torch.Tensor | None = None) -> "GgufLinear":
@@ -226,6 +242,8 @@ class GgufLinear(_Stored):
     def __call__(self, x: torch.Tensor, precise: bool | None = None) -> torch.Tensor:
         """precise: None for the policy above (two passes if `self.precise` or for a prompt), or either way."""
         x = x.contiguous() if x.dtype == torch.float32 else x.float().contiguous()
+        if self.type in HALF_TYPES and x.shape[0] > 1:
+            return self._biased(self._half_matmul(x))
         y = torch.empty(x.shape[0], self.out_features)
         two = (self.precise or (x.shape[0] > 1 and PROMPT_PASSES == 2)) if precise is None else precise
         run = self._lib.llmchat_qmatmul_precise if two else self._lib.llmchat_qmatmul
@@ -254,13 +272,24 @@ REPACK = os.environ.get("LLMCHAT_REPACK", "1").strip() != "0"
 # GGML type numbers the kernel takes (gguf-py's GGMLQuantizationType values) and their names.
 GGUF_TYPES = {2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "q8_0", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
 GGUF_BLOCK = {2: 32, 3: 32, 6: 32, 7: 32, 8: 32, 12: 256, 13: 256, 14: 256}
+HALF_TYPES = {1: "f16", 30: "bf16"}  # 16-bit float rows the kernel also takes (GgufLinear.half)
+HALF_CHUNK = 512  # rows widened to fp32 at a time for a prompt (GgufLinear._half_matmul)
 
 KINDS = {cls.kind: cls for cls in (FloatLinear, Int4Linear, Int8Linear, Int8GroupLinear)}
 
 
 def linear_class(kind: str):
     """The class that restores a stored linear of this kind."""
-    return GgufLinear if kind.startswith("gguf-") else KINDS[kind]
+    return GgufLinear if kind.startswith("gguf-") or kind in HALF_TYPES.values() else KINDS[kind]
+
+
+def half_kernel(raw: "Raw") -> bool:
+    """Whether a float weight stays in its 16 bits on the compiled kernel (quant auto, fp16 / bf16, 2-D)."""
+    if raw.kind != "float" or raw.requantize or raw.values.dim() != 2 or raw.values.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    from . import native
+
+    return native.library() is not None
 
 
 class Int4Rows(_Stored):
@@ -356,6 +385,8 @@ def build(raw: Raw, mode: str, dtype: torch.dtype, bias: torch.Tensor | None = N
     """
     if raw.kind == "gguf" and mode != "none":
         return GgufLinear.from_file(raw.blocks, raw.gtype, raw.cols, bias)
+    if mode == "auto" and half_kernel(raw):
+        return GgufLinear.half(raw.values, bias)
     if raw.kind == "int4" and mode != "none" and int4_fits(*raw.shape):
         return Int4Linear.from_codes(raw.codes, raw.scale, raw.zero, bias)
     if raw.kind == "int8-group" and mode in ("auto", "int8") or raw.kind == "int8-group" and mode == "int4" and head:

@@ -26,7 +26,7 @@ from ...paths import atomic_file
 from . import quant as Q
 from .llama import CpuLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 8  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel; 8: repacked in groups of 8 rows
+PACK_FORMAT = 8  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel; 8: repacked in groups of 8 rows, 16-bit floats kept
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -68,6 +68,8 @@ def raw_from_gguf(data: np.ndarray, kind, shape: list[int], native: bool | None 
 
     if kind in (T.F32, T.F16):
         return Q.Raw("float", values=torch.from_numpy(np.array(data)).reshape(shape))
+    if kind == T.BF16:  # kept in its 16 bits (its bytes viewed as bfloat16)
+        return Q.Raw("float", values=torch.from_numpy(np.ascontiguousarray(data).view(np.int16).copy()).view(torch.bfloat16).reshape(shape))
     rows = shape[0]
     if native is None:
         from . import native as N
@@ -225,6 +227,8 @@ def _rows(raw: Q.Raw, tied_head, quant: str, dtype: torch.dtype) -> Rows:
         if isinstance(tied_head, Q.Int8GroupLinear):
             return Rows(grouped=tied_head)
         return Rows(grouped=Q.Int8GroupLinear.from_codes(raw.codes, raw.scale))
+    if quant == "auto" and Q.half_kernel(raw):  # 16-bit rows, widened when looked up
+        return Rows(grouped=tied_head if isinstance(tied_head, Q.GgufLinear) else Q.GgufLinear.half(raw.values))
     if isinstance(tied_head, Q.FloatLinear) and tied_head.weight.dtype == (dtype if quant == "none" else torch.float32):
         return Rows(table=tied_head.weight)
     return Rows(table=raw.dequantize().to(dtype if quant == "none" else torch.float32).contiguous())
