@@ -5,7 +5,9 @@
 
 The weights are random bytes laid out as each type's blocks (finite fp16 scales), the activations
 random floats; the shapes are ~1B Llama's: gate_up 16384x2048 (fused gate and up) and down 2048x8192.
-`precise` is the two-pass activations every down_proj takes. GB/s is the weight bytes read per call
+`precise` is the two-pass activations every down_proj (and every prompt row) takes. The matrix runs as a model
+holds it (4-6 bit types repacked in 8-row groups, quant.GgufLinear.from_file); "as filed" is the same
+product on the file's own layout, and "repacked ×" the speed-up. GB/s is the weight bytes read per call
 over its time, the figure that bounds decode (T = 1); GFLOP/s (2 x rows x cols x T) bounds prefill.
 Run with nothing else busy; the thread count is torch's (LLMCHAT_THREADS / OMP_NUM_THREADS fix it).
 """
@@ -64,21 +66,24 @@ def main() -> int:
         print(f"no kernel: {native.why_not()}", file=sys.stderr)
         return 1
     print(f"threads {torch.get_num_threads()}")
-    print(f"{'type':6} {'shape':>12} {'T':>4} {'mode':>8} {'ms':>8} {'GB/s':>7} {'GFLOP/s':>8}")
+    print(f"{'type':6} {'shape':>12} {'T':>4} {'mode':>8} {'ms':>8} {'GB/s':>7} {'GFLOP/s':>8} {'as filed ms':>11} "
+          f"{'repacked ×':>10}")
     for name in args.types.split(","):
         for shape in args.shapes.split(","):
             rows, cols = (int(v) for v in shape.split("x"))
             blocks = torch.from_numpy(blocks_of(name, rows, cols))
-            info = torch.tensor([int(GGMLQuantizationType[name]), cols])
-            linear = Q.GgufLinear(blocks, info)
+            kind = int(GGMLQuantizationType[name])
+            linear = Q.GgufLinear.from_file(blocks, kind, cols)  # what a model runs: repacked where it can be
+            filed = Q.GgufLinear(blocks, torch.tensor([kind, cols, 0]))  # the file's layout, for the ratio
             for T in (int(t) for t in args.tokens.split(",")):
                 x = torch.randn(T, cols)
                 for precise in (False, True):
-                    linear.precise = precise
-                    sec = timed(lambda: linear(x), args.repeat if T == 1 else max(3, args.repeat // 4))
+                    repeat = args.repeat if T == 1 else max(3, args.repeat // 4)
+                    sec = min(timed(lambda: linear(x, precise=precise), repeat) for _ in range(2))
+                    base = sec if not linear.repacked else min(timed(lambda: filed(x, precise=precise), repeat) for _ in range(2))
                     mode = "precise" if precise else "plain"
                     print(f"{name:6} {shape:>12} {T:>4} {mode:>8} {sec * 1e3:8.3f} {blocks.numel() / sec / 1e9:7.1f} "
-                          f"{2 * rows * cols * T / sec / 1e9:8.1f}", flush=True)
+                          f"{2 * rows * cols * T / sec / 1e9:8.1f} {base * 1e3:11.3f} {base / sec:10.2f}", flush=True)
     return 0
 
 
