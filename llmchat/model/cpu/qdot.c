@@ -7,10 +7,14 @@
  * block is decoded, in registers or an L1 scratch row, to codes u and per-16 (scale s, offset o) with
  * w = u * s + o -- that is the GGUF definition of every type here, rewritten, not approximated.
  *
- * Decode (T = 1) runs one weight row against one activation row, each block decoded in registers.
- * More tokens (prefill) decode 8 rows at a time into an interleaved L1 tile (llama.cpp's repacked
- * layout: 4 codes of each of the 8 rows side by side), so one maddubs serves 8 rows and the decode
- * is shared by every token. Rows are split over OpenMP threads (torch's own libgomp, which is
+ * The 4-6 bit types are repacked at load (llmchat_repack, type code | RP) into groups of 8 rows in
+ * llama.cpp's interleaved layout (block_q4_0x8: 4 codes of each of the 8 rows side by side, the 8
+ * rows' scales together): one maddubs of a broadcast activation group serves 8 rows, for one token
+ * (decode) and for every token of a prompt alike (rp_micro), with no decoding per call. Rows as the
+ * file holds them (Q8_0; a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
+ * at a time for one token (dot_fused_n, each block decoded in registers), and 8 rows decoded into
+ * the same interleaved L1 tile for a prompt (decode_tile + micro8). F16 / BF16 rows take fp32
+ * activations (dot_half). Rows are split over OpenMP threads (torch's own libgomp, which is
  * already loaded when this library is: one pool). llmchat_qmatmul_precise adds the activations'
  * rounding remainder as a second int8 pass in the same sweep (float32's product to rounding).
  *
@@ -646,6 +650,8 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
 #define RP_RN 4 /* activation rows a group's codes are unpacked for at a time */
 #endif
 
+static inline int q5_type(int type) { return type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K; }
+
 static inline int rp_type(int type) {
     return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q4_K || type == T_Q5_K ||
            type == T_Q6_K;
@@ -689,7 +695,7 @@ static void rp_put_codes(const uint8_t *u, int64_t cols, int64_t c0, int extra, 
 int llmchat_repack(int type, const uint8_t *w, int64_t rows, int64_t cols, uint8_t *out) {
     int64_t rb = llmchat_row_bytes(type, cols), prb = llmchat_rp_row_bytes(type, cols), nb = cols / QK;
     if (rb < 0 || prb < 0 || rows % 8) return -1;
-    int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, extra = five ? 5 : type == T_Q6_K ? 6 : 0, failed = 0;
+    int five = q5_type(type), extra = five ? 5 : type == T_Q6_K ? 6 : 0, failed = 0;
 #pragma omp parallel
     {
     uint8_t *u = malloc((size_t)(8 * cols));
@@ -746,7 +752,7 @@ int llmchat_repack(int type, const uint8_t *w, int64_t rows, int64_t cols, uint8
 
 /* Row r of a repacked group back to codes and per-16 scale / offset: decode_row's output, to the bit. */
 static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uint8_t *u, float *s, float *o) {
-    int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+    int five = q5_type(type), six = type == T_Q6_K;
     int64_t nb = cols / QK;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *p;
@@ -784,14 +790,20 @@ static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uin
 }
 
 #ifdef __AVX2__
+/* The parameters of rp_block and rp_block_pairs: a group's block at p, 8 rows' per-16 scales / offsets (lo, hi
+   half), block b of the RN activation rows (q, ad, asum), their accumulators. */
+#define RP_BLOCK_PARAMS                                                                                                 \
+    const int type, const int RN, const uint8_t *p, __m256 slo, __m256 shi, __m256 olo, __m256 ohi, int64_t b,       \
+        int64_t cols, int64_t nb, int64_t ap, const int8_t *q, const float *ad, const float *asum, __m256 *acc,      \
+        __m256 *aco
+#define RP_BLOCK_CONSTS                                                                                                 \
+    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);                                         \
+    const int five = q5_type(type), six = type == T_Q6_K
+
 /* One block of a group against RN activation rows: the 8 V_k from p, per-16 scales / offsets of 8 rows;
    products into acc, offsets into aco (two chains). */
-static inline __attribute__((always_inline)) void rp_block(const int type, const int RN, const uint8_t *p, __m256 slo,
-                                                            __m256 shi, __m256 olo, __m256 ohi, int64_t b, int64_t cols,
-                                                            int64_t nb, int64_t ap, const int8_t *q, const float *ad,
-                                                            const float *asum, __m256 *acc, __m256 *aco) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
-    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+static inline __attribute__((always_inline)) void rp_block(RP_BLOCK_PARAMS) {
+    RP_BLOCK_CONSTS;
     __m256i V[8];
     for (int j = 0; j < 4; j++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + 32 * j));
@@ -855,12 +867,8 @@ static inline __attribute__((always_inline)) void rp_block(const int type, const
    each pair multiplied with every row at once, so that few registers are live (RN = 4 without spills):
    int16 sums of G products (8 for codes < 16, 4 for < 32, 2 for Q6_K's < 64) are widened, then folded
    into the row's accumulator with its scale (per 32, or per 16 for Q6_K). */
-static inline __attribute__((always_inline)) void rp_block_pairs(const int type, const int RN, const uint8_t *p, __m256 slo,
-                                                            __m256 shi, __m256 olo, __m256 ohi, int64_t b, int64_t cols,
-                                                            int64_t nb, int64_t ap, const int8_t *q, const float *ad,
-                                                            const float *asum, __m256 *acc, __m256 *aco) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
-    const int five = type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K, six = type == T_Q6_K;
+static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS) {
+    RP_BLOCK_CONSTS;
     __m256i S16[4], S32[4];
     for (int t = 0; t < RN; t++) S16[t] = S32[t] = _mm256_setzero_si256();
     __m256i h5 = five ? _mm256_loadu_si256((const __m256i *)(p + 128)) : _mm256_setzero_si256();

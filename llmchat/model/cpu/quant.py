@@ -1,15 +1,18 @@
-"""Weights kept in the form they are computed in: float, int4 groups, int8 channels, int8 groups.
+"""Weights kept in the form they are computed in: GGUF blocks, 16-bit floats, float, int4 groups, int8 channels, int8 groups.
 
-Thin wrappers over torch's own packed CPU kernels (`_weight_int4pack_mm_for_cpu`,
-`_weight_int8pack_mm`). torchao's weight-only configs were measured first (README,
-"Performance"): torchao 0.18 has no int4 layout for CPU any more, and its int8 weight-only CPU
-path dequantises at each call (133 µs for a 1536x576 matrix against 15 µs for the packed kernel),
-so the kernels are called directly here.
+- `GgufLinear`: a GGUF tensor's blocks on llmchat's compiled kernel (native.py, qdot.c): int8
+  activations x the file's own grid, the 4-6 bit types repacked at load into 8-row interleaved
+  groups (`from_file`); float16 / bfloat16 weights kept in their 16 bits (`half`). This is what
+  `quant = auto` gives on any machine with a C compiler.
+- Without the kernel (no compiler, `LLMCHAT_NATIVE=0`): thin wrappers over torch's own packed CPU
+  kernels (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`). torchao's weight-only configs
+  were measured first (README, "Performance"): torchao 0.18 has no int4 layout for CPU any more,
+  and its int8 weight-only CPU path dequantises at each call (133 µs for a 1536x576 matrix against
+  15 µs for the packed kernel), so the kernels are called directly here. They are only fast with
+  bfloat16 activations (fp32 ones fall to a reference loop ~40x slower), so such a matmul takes its
+  input in bf16 and gives its output back in fp32.
 
-The packed kernels are only fast with bfloat16 activations (fp32 ones fall to a reference loop
-~40x slower), so a quantized matmul takes its input in bf16 and gives its output back in fp32;
-everything around it (norms, attention, the residual stream, the KV cache) stays fp32.
-
+Everything around the matmuls (norms, attention, the residual stream, the KV cache) stays fp32.
 Every linear is a callable `(x: [T, in] fp32) -> [T, out] fp32` with `out_features`; the packing
 can be saved to and restored from a flat dict of tensors (`_Stored.state()` / `restore()`).
 """

@@ -1,14 +1,22 @@
 """Weights for the CPU forward pass (llama.py): read from a GGUF file or a safetensors folder, packed once, cached.
 
-- GGUF: Q4_0 / Q4_1 blocks become int4 groups and Q8_0 blocks int8 groups *as they are* (the
-  codes and scales are copied, never re-quantized); other types are dequantized by gguf-py.
-  The q/k rows are un-permuted as transformers does (llama.cpp stores them interleaved for its
-  RoPE).
-- safetensors: the float tensors, quantized only when `quant` asks for it.
+- GGUF, with the compiled kernel (native.py, qdot.c): the block types it takes (Q4_0, Q4_1, Q5_0,
+  Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) stay the file's bytes (`Raw` kind "gguf"). After the q/k rows are
+  un-permuted and the fused matrices (q|k|v, gate|up) concatenated, `GgufLinear.from_file` repacks
+  the 4-6 bit types into qdot.c's 8-row interleaved groups (same codes and scales, in the order
+  the kernel reads them; `LLMCHAT_REPACK=0` keeps the file's layout). Embedding rows stay as filed.
+  F16 / BF16 tensors stay 16-bit (`GgufLinear.half`).
+- GGUF, without it (no compiler, `LLMCHAT_NATIVE=0`): Q4_0 / Q4_1 / Q4_K blocks become int4 groups
+  and Q8_0 blocks int8 groups *as they are* (the codes and scales are copied, never re-quantized);
+  other types are dequantized by gguf-py.
+- The q/k rows are un-permuted as transformers does (llama.cpp stores them interleaved for its RoPE).
+- safetensors: the float tensors (float16 / bfloat16 kept 16-bit on the kernel), quantized only
+  when `quant` asks for it.
 
 The packed result is cached as one safetensors file (read into one buffer on warm starts, every
-tensor a view of it: no GGUF parse, no packing, no copy). Its name carries the torch version and CPU capability, because torch's int4 packed
-layout depends on both.
+tensor a view of it: no GGUF parse, no packing, no repacking, no copy). Its name carries
+PACK_FORMAT, the kernel it is laid out for, the torch version and CPU capability, because torch's
+int4 packed layout depends on both.
 """
 
 from __future__ import annotations
