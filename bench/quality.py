@@ -4,8 +4,8 @@ against the same file dequantized to float32, both on llmchat's forward.
     python bench/quality.py [--formats Q4_0,Q4_1,...]      (after bench/scale.py made the files)
 
 For each 135M file: the first greedy token (of 32) where the two differ, and the mean NLL on a
-fixed text (bench/quality_text.md: the first 4000 characters of README.md as of 2026-12-04, kept
-apart so that README edits do not move the figures) of each, with the relative difference: as a
+fixed text (tests/data/fixed_text.md, the opening of README.md as of 2026-12-04, which tests/test_fast.py
+reads too; kept apart so that README edits do not move the figures) of each, with the relative difference: as a
 prompt runs (two int8 passes, the default) and with one pass (LLMCHAT_PROMPT_PASSES=1, the
 arithmetic of each generated token but down_proj's).
 """
@@ -30,7 +30,7 @@ from llmchat.model.cpu import quant as Q  # noqa: E402
 from llmchat.model.load import load  # noqa: E402
 from scale import DEFAULT_FORMATS, bench_dir, default_gguf  # noqa: E402
 
-TEXT = (ROOT / "bench" / "quality_text.md").read_text(encoding="utf-8")
+TEXT = (ROOT / "tests" / "data" / "fixed_text.md").read_text(encoding="utf-8")
 
 
 def nll(loaded, ids) -> float:
