@@ -65,7 +65,8 @@ def main() -> int:
     if native.library() is None:
         print(f"no kernel: {native.why_not()}", file=sys.stderr)
         return 1
-    print(f"threads {torch.get_num_threads()}")
+    features = native.library().llmchat_features()
+    print(f"threads {torch.get_num_threads()}, kernel {'AVX-512 VNNI' if features & 2 else 'AVX2' if features else 'portable'}")
     print(f"{'type':6} {'shape':>12} {'T':>4} {'mode':>8} {'ms':>8} {'GB/s':>7} {'GFLOP/s':>8} {'as filed ms':>11} "
           f"{'repacked ×':>10}")
     for name in args.types.split(","):

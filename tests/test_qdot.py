@@ -8,7 +8,7 @@
 - embedding rows come out exactly as gguf-py dequantizes them;
 - rows repacked in groups of 8 (the 4-6 bit types) keep the file's values exactly and give its products;
 - float16 / bfloat16 rows give the float product of their values (no activation quantization);
-- the portable build (no AVX2) gives the same numbers; no compiler means torch's kernels, said why.
+- the portable build (no AVX2) gives the same numbers, and the AVX2 build the VNNI one's to the bit; no compiler means torch's kernels, said why.
 """
 
 from __future__ import annotations
@@ -237,6 +237,38 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
             y = np.zeros((3, 24), dtype=np.float32)
             assert lib_.llmchat_qmatmul(code, data.ctypes.data, 24, 200, x.ctypes.data, 3, y.ctypes.data) == 0
             assert np.allclose(y, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()), code
+
+
+def test_the_vnni_and_avx2_kernels_give_the_same_numbers(lib, tmp_path):
+    """Where the CPU has AVX-512 VNNI, the repacked groups multiply with vpdpbusd (rp_block_vnni); the AVX2
+    build of the same source (maddubs, -DLLMCHAT_NO_VNNI) must give the same floats, bit for bit: the same
+    integer sums, scaled in the same order. One token and a prompt, one pass and two."""
+    if not lib.llmchat_features() & 2:
+        pytest.skip("no AVX-512 VNNI on this CPU: the AVX2 kernel is the one that runs (the other tests check it)")
+    import ctypes
+
+    path = tmp_path / "qdot-avx2.so"
+    subprocess.run([native.compiler(), *native.FLAGS, "-DLLMCHAT_NO_VNNI", "-o", str(path), str(native.SOURCE), "-lm"],
+                   check=True)
+    avx2 = ctypes.CDLL(str(path))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    for fn in ("llmchat_qmatmul", "llmchat_qmatmul_precise"):
+        getattr(avx2, fn).argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
+    assert avx2.llmchat_features() == 1
+    from gguf import GGMLQuantizationType
+
+    for kind_name in sorted(REPACKED):
+        rows, cols = 40, 512
+        packed = Q.GgufLinear.from_file(torch.from_numpy(blocks_of(kind_name, rows, cols, seed=13)),
+                                        int(GGMLQuantizationType[kind_name]), cols)
+        assert packed.repacked
+        for tokens in (1, 6):
+            x = torch.randn(tokens, cols) * torch.where(torch.rand(tokens, cols) < 0.02, 30.0, 1.0)
+            for precise, fn in ((False, "llmchat_qmatmul"), (True, "llmchat_qmatmul_precise")):
+                y = torch.empty(tokens, rows)
+                assert getattr(avx2, fn)(packed.code, packed.blocks.data_ptr(), rows, cols, x.data_ptr(), tokens,
+                                         y.data_ptr()) == 0
+                assert torch.equal(packed(x, precise=precise), y), (kind_name, tokens, precise)
 
 
 def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):

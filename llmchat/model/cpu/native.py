@@ -98,6 +98,8 @@ def library() -> ctypes.CDLL | None:
     lib.llmchat_rp_row_bytes.restype = i64
     lib.llmchat_repack.argtypes = [ctypes.c_int, ptr, i64, i64, ptr]
     lib.llmchat_repack.restype = ctypes.c_int
+    lib.llmchat_features.argtypes = []
+    lib.llmchat_features.restype = ctypes.c_int
     lib.llmchat_rmsnorm.argtypes = [ptr, ptr, i64, i64, ctypes.c_float, ptr]
     lib.llmchat_swiglu.argtypes = [ptr, i64, i64, ptr]
     lib.llmchat_attend1.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_float, ptr]
