@@ -78,7 +78,9 @@ def lib():
 
 # (13, 544): a short 8-row tile and 17 blocks a row, whose per-16 sums the kernel pads to 40 (not for
 # the K-quants, whose rows are whole 256-value super-blocks).
-REPACKED = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}  # GgufLinear.from_file's groups of 8 rows
+_LIB = native.library()
+VNNI = bool(_LIB is not None and _LIB.llmchat_features() & 2)  # AVX-512 VNNI: Q8_0 is repacked too (rp_block_vnni)
+REPACKED = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"} | ({"Q8_0"} if VNNI else set())  # from_file's groups
 SHAPES = [(kind, shape) for kind in TYPES for shape in [(40, 768)] + ([] if kind.endswith("_K") else [(13, 544)])]
 
 
@@ -135,11 +137,11 @@ def test_repacked_groups_give_the_files_rows(lib, kind_name):
     assert again.repacked and torch.equal(again(x), packed(x))
 
 
-def test_rows_that_do_not_fill_groups_or_q8_0_stay_as_filed(lib):
+def test_rows_that_do_not_fill_groups_or_q8_0_without_vnni_stay_as_filed(lib):
     from gguf import GGMLQuantizationType as T
 
     assert not Q.GgufLinear.from_file(torch.from_numpy(blocks_of("Q4_0", 20, 512, 1)), int(T.Q4_0), 512).repacked
-    assert not Q.GgufLinear.from_file(torch.from_numpy(blocks_of("Q8_0", 24, 512, 1)), int(T.Q8_0), 512).repacked
+    assert Q.GgufLinear.from_file(torch.from_numpy(blocks_of("Q8_0", 24, 512, 1)), int(T.Q8_0), 512).repacked == VNNI
     with pytest.raises(ValueError, match="bytes per row"):  # a repacked flag on rows that are not groups of 8
         Q.GgufLinear(torch.from_numpy(blocks_of("Q4_0", 20, 512, 1)), torch.tensor([int(T.Q4_0), 512, 1]))
 
@@ -242,7 +244,8 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
 def test_the_vnni_and_avx2_kernels_give_the_same_numbers(lib, tmp_path):
     """Where the CPU has AVX-512 VNNI, the repacked groups multiply with vpdpbusd (rp_block_vnni); the AVX2
     build of the same source (maddubs, -DLLMCHAT_NO_VNNI) must give the same floats, bit for bit: the same
-    integer sums, scaled in the same order. One token and a prompt, one pass and two."""
+    integer sums, scaled in the same order (Q8_0, repacked only here: its file layout's product to float
+    rounding). One token and a prompt, one pass and two."""
     if not lib.llmchat_features() & 2:
         pytest.skip("no AVX-512 VNNI on this CPU: the AVX2 kernel is the one that runs (the other tests check it)")
     import ctypes
@@ -262,10 +265,16 @@ def test_the_vnni_and_avx2_kernels_give_the_same_numbers(lib, tmp_path):
         packed = Q.GgufLinear.from_file(torch.from_numpy(blocks_of(kind_name, rows, cols, seed=13)),
                                         int(GGMLQuantizationType[kind_name]), cols)
         assert packed.repacked
+        filed = blocks_of(kind_name, rows, cols, seed=13)
         for tokens in (1, 6):
             x = torch.randn(tokens, cols) * torch.where(torch.rand(tokens, cols) < 0.02, 30.0, 1.0)
             for precise, fn in ((False, "llmchat_qmatmul"), (True, "llmchat_qmatmul_precise")):
                 y = torch.empty(tokens, rows)
+                if kind_name == "Q8_0":  # repacked only with VNNI: the AVX2 build's product of the file's rows
+                    assert getattr(avx2, fn)(packed.type, filed.ctypes.data, rows, cols, x.data_ptr(), tokens,
+                                             y.data_ptr()) == 0
+                    assert torch.allclose(packed(x, precise=precise), y, rtol=1e-5, atol=1e-5 * float(y.abs().max()))
+                    continue
                 assert getattr(avx2, fn)(packed.code, packed.blocks.data_ptr(), rows, cols, x.data_ptr(), tokens,
                                          y.data_ptr()) == 0
                 assert torch.equal(packed(x, precise=precise), y), (kind_name, tokens, precise)

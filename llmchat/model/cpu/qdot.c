@@ -12,8 +12,9 @@
  * rows' scales together): one maddubs of a broadcast activation group serves 8 rows, for one token
  * (decode) and for every token of a prompt alike (rp_micro), with no decoding per call. Where the
  * compiler targets AVX-512 VNNI (-march=native on Zen 4, Ice Lake and later), one vpdpbusd replaces a
- * maddubs and its widening (rp_block_vnni): the same integers, 1.05-1.25x faster. Rows as the
- * file holds them (Q8_0; a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
+ * maddubs and its widening (rp_block_vnni): the same integers, 1.05-1.25x faster; and Q8_0 is repacked
+ * too (its codes + 128, unsigned, as vpdpbusd takes them: maddubs would overflow int16 on them). Rows as
+ * the file holds them (Q8_0 without VNNI; a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
  * at a time for one token (dot_fused_n, each block decoded in registers), and 8 rows decoded into
  * the same interleaved L1 tile for a prompt (decode_tile + micro8). F16 / BF16 rows take fp32
  * activations (dot_half). Rows are split over OpenMP threads (torch's own libgomp, which is
@@ -29,6 +30,13 @@
 #include <string.h>
 #ifdef __AVX2__
 #include <immintrin.h>
+#endif
+/* AVX-512 VNNI (Zen 4, Ice Lake and later; -march=native says): vpdpbusd in the repacked groups (rp_block_vnni),
+   and Q8_0 repacked too. -DLLMCHAT_NO_VNNI builds the AVX2 kernel on such a CPU (tests compare the two). */
+#if defined(__AVX2__) && defined(__AVX512VNNI__) && defined(__AVX512VL__) && !defined(LLMCHAT_NO_VNNI)
+#define RP_VNNI 1
+#else
+#define RP_VNNI 0
 #endif
 
 enum { T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
@@ -646,11 +654,9 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
      Q4_0 / Q4_1 / Q5_0 / Q5_1, per block: d[8] fp16, (m[8] fp16,) qs[128], (qh[32])
      Q4_K / Q5_K, per super-block: d[8], dmin[8] fp16, sc[8 blocks][8 rows], mn[8][8] u8, then per block
        qs[128] (qh[32])
-     Q6_K, per super-block: d[8] fp16, sc[16][8] i8, then per block qs[128] qh[64] */
+     Q6_K, per super-block: d[8] fp16, sc[16][8] i8, then per block qs[128] qh[64]
+     Q8_0 (VNNI builds only), per block: d[8] fp16, then V_0 .. V_7 as whole bytes, code + 128 (w = d (u - 128)) */
 #define RP 0x100
-#ifndef __AVX2__
-#define RP_VNNI 0
-#endif
 #ifndef RP_RN
 #define RP_RN 4 /* activation rows a group's codes are unpacked for at a time */
 #endif
@@ -659,7 +665,7 @@ static inline int q5_type(int type) { return type == T_Q5_0 || type == T_Q5_1 ||
 
 static inline int rp_type(int type) {
     return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q4_K || type == T_Q5_K ||
-           type == T_Q6_K;
+           type == T_Q6_K || (RP_VNNI && type == T_Q8_0);
 }
 
 /* Bytes a repacked row takes (8 rows = one group), or -1: the type is not repacked, or no AVX2 here. */
@@ -714,6 +720,16 @@ int llmchat_repack(int type, const uint8_t *w, int64_t rows, int64_t cols, uint8
         if (!u || !s || !o) continue;
         const uint8_t *src = w + 8 * g * rb;
         uint8_t *p = out + 8 * g * prb;
+        if (type == T_Q8_0) { /* per block: d[8], then the codes + 128 (unsigned, as vpdpbusd takes them) as V_k */
+            for (int64_t b = 0; b < nb; b++, p += 272)
+                for (int r = 0; r < 8; r++) {
+                    const uint8_t *blk = src + r * rb + b * 34;
+                    memcpy(p + 2 * r, blk, 2);
+                    for (int k = 0; k < 8; k++)
+                        for (int i = 0; i < 4; i++) p[16 + 32 * k + 4 * r + i] = blk[2 + 4 * k + i] ^ 0x80;
+                }
+            continue;
+        }
         for (int r = 0; r < 8; r++) decode_row(type, src + r * rb, cols, u + r * cols, s, o);
         if (type < T_Q4_K) {
             int bytes = block_bytes(type), m = type == T_Q4_1 || type == T_Q5_1;
@@ -761,6 +777,14 @@ static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uin
     int64_t nb = cols / QK;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *p;
+        if (type == T_Q8_0) { /* back to the signed codes decode_row gives */
+            const uint8_t *blk = grp + b * 272;
+            s[2 * b] = s[2 * b + 1] = h2f(blk + 2 * r);
+            o[2 * b] = o[2 * b + 1] = 0.f;
+            for (int k = 0; k < 8; k++)
+                for (int i = 0; i < 4; i++) u[b * QK + 4 * k + i] = blk[16 + 32 * k + 4 * r + i] ^ 0x80;
+            continue;
+        }
         if (type < T_Q4_K) {
             int m = type == T_Q4_1 || type == T_Q5_1;
             const uint8_t *blk = grp + b * 8 * block_bytes(type);
@@ -809,6 +833,10 @@ static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uin
 static inline __attribute__((always_inline)) void rp_unpack(const int type, const uint8_t *p, __m256i V[8]) {
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const int five = q5_type(type), six = type == T_Q6_K;
+    if (type == T_Q8_0) { /* whole bytes: the codes + 128 */
+        for (int k = 0; k < 8; k++) V[k] = _mm256_loadu_si256((const __m256i *)(p + 32 * k));
+        return;
+    }
     for (int j = 0; j < 4; j++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(p + 32 * j));
         V[2 * j] = _mm256_and_si256(v, m4);
@@ -940,12 +968,11 @@ static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS
     (void)shi; (void)ohi;
 }
 
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && !defined(LLMCHAT_NO_VNNI)
+#if RP_VNNI
 /* With AVX-512 VNNI (Zen 4, Ice Lake and later): one vpdpbusd multiplies V_k's 4 codes of each row with the
    4 broadcast activation codes and adds the sum to an int32 lane -- maddubs, the int16 adds and the
    widening madd in one instruction, exact (no int16 sums at all). Two chains per activation row (V_0..3,
    V_4..7: Q6_K's two per-16 scales). The same integers as rp_block, so the same floats. */
-#define RP_VNNI 1
 static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS) {
     const int six = type == T_Q6_K;
     __m256i V[8];
@@ -975,7 +1002,6 @@ static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS)
 }
 #define RP_BLOCK(type, ...) rp_block_vnni(type, __VA_ARGS__)
 #else
-#define RP_VNNI 0
 #define RP_BLOCK(type, ...) \
     ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
 #endif
@@ -988,7 +1014,7 @@ static inline __attribute__((always_inline)) void rp_micro(const int type, const
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
     if (type < T_Q4_K) {
         const int m = type == T_Q4_1 || type == T_Q5_1, bb = 8 * block_bytes(type);
-        const __m256 off = _mm256_set1_ps(type == T_Q5_0 ? -16.f : -8.f);
+        const __m256 off = _mm256_set1_ps(type == T_Q5_0 ? -16.f : type == T_Q8_0 ? -128.f : -8.f); /* Q8_0: codes + 128 */
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *p = grp + b * bb;
             __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -1031,11 +1057,17 @@ typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const f
 #define RPF4(T) RPF(T, 1) RPF(T, 2) RPF(T, 3) RPF(T, 4)
 RPF4(T_Q4_0) RPF4(T_Q4_1) RPF4(T_Q5_0) RPF4(T_Q5_1) RPF4(T_Q4_K) RPF4(T_Q5_K) RPF4(T_Q6_K)
 #define RPROW(T) {0, rp_##T##_1, rp_##T##_2, rp_##T##_3, rp_##T##_4}
+#if RP_VNNI
+RPF4(T_Q8_0)
+#define RPROW_Q8 RPROW(T_Q8_0)
+#else
+#define RPROW_Q8 {0, 0, 0, 0, 0} /* Q8_0 rows stay as filed without VNNI (rp_type) */
+#endif
 static rp_fn rp_pick(int type, int rn) {
-    static const rp_fn fns[7][5] = {RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1),
-                                    RPROW(T_Q4_K), RPROW(T_Q5_K), RPROW(T_Q6_K)};
+    static const rp_fn fns[8][5] = {RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1),
+                                    RPROW(T_Q4_K), RPROW(T_Q5_K), RPROW(T_Q6_K), RPROW_Q8};
     int i = type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
-          : type == T_Q5_K ? 5 : 6;
+          : type == T_Q5_K ? 5 : type == T_Q6_K ? 6 : 7;
     return fns[i][rn];
 }
 #endif

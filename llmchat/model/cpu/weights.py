@@ -250,7 +250,8 @@ def pack_name(quant: str, dtype: torch.dtype, config: dict) -> str:
     part shared by every version of this (quant, dtype) pair, so that stale ones can be removed."""
     from . import native
 
-    kernel = ("qdot" + ("-rp" if Q.REPACK else "")) if native.library() is not None else "torch"  # what the packing is for
+    lib = native.library()  # what the packing is for: Q8_0 is repacked only where the kernel has VNNI
+    kernel = ("qdot" + ("-rp" if Q.REPACK else "") + ("-vnni" if lib.llmchat_features() & 2 else "")) if lib else "torch"
     key = (f"{PACK_FORMAT}|{kernel}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
            f"{json.dumps(config, sort_keys=True)}")
     return f"{pack_prefix(quant, dtype)}{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
