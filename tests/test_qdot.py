@@ -280,6 +280,35 @@ def test_the_vnni_and_avx2_kernels_give_the_same_numbers(lib, tmp_path):
                 assert torch.equal(packed(x, precise=precise), y), (kind_name, tokens, precise)
 
 
+def test_a_prompt_unpacking_each_group_once_gives_the_same_numbers(lib, tmp_path):
+    """A prompt's Q6_K groups are unpacked once into rp_dec blocks (codes, scales) and multiplied with every
+    activation row from there; the build that unpacks per 4 rows (-DRP_DECODE=0) must give the same floats,
+    bit for bit, for every repacked type, one pass and two, for row counts around the 4-row chunk."""
+    import ctypes
+
+    path = tmp_path / "qdot-nodecode.so"
+    subprocess.run([native.compiler(), *native.FLAGS, "-DRP_DECODE=0", "-o", str(path), str(native.SOURCE), "-lm"],
+                   check=True)
+    chunked = ctypes.CDLL(str(path))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    for fn in ("llmchat_qmatmul", "llmchat_qmatmul_precise"):
+        getattr(chunked, fn).argtypes = [ctypes.c_int, ptr, i64, i64, ptr, i64, ptr]
+    from gguf import GGMLQuantizationType
+
+    for kind_name in sorted(REPACKED):
+        rows, cols = 24, 768
+        packed = Q.GgufLinear.from_file(torch.from_numpy(blocks_of(kind_name, rows, cols, seed=17)),
+                                        int(GGMLQuantizationType[kind_name]), cols)
+        assert packed.repacked
+        for tokens in (2, 3, 5, 11):
+            x = torch.randn(tokens, cols) * torch.where(torch.rand(tokens, cols) < 0.02, 30.0, 1.0)
+            for precise, fn in ((False, "llmchat_qmatmul"), (True, "llmchat_qmatmul_precise")):
+                y = torch.full((tokens, rows), float("nan"))
+                assert getattr(chunked, fn)(packed.code, packed.blocks.data_ptr(), rows, cols, x.data_ptr(), tokens,
+                                            y.data_ptr()) == 0
+                assert torch.equal(packed(x, precise=precise), y), (kind_name, tokens, precise)
+
+
 def test_without_a_compiler_gguf_weights_run_on_torch_kernels(tmp_path):
     """CC names no compiler: the library is not built, the reason is one line, and the GGUF blocks
     are read the torch way (int4 groups, int8 groups, int8 channels)."""

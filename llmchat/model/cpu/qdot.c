@@ -825,6 +825,11 @@ static void rp_decode_row(int type, const uint8_t *grp, int r, int64_t cols, uin
     const int type, const int RN, const uint8_t *p, __m256 slo, __m256 shi, __m256 olo, __m256 ohi, int64_t b,       \
         int64_t cols, int64_t nb, int64_t ap, const int8_t *q, const float *ad, const float *asum, __m256 *acc,      \
         __m256 *aco
+/* The same with the block's 8 V_k already unpacked (a prompt's decoded group, rp_dec). */
+#define RP_BLOCK_V_PARAMS                                                                                               \
+    const int type, const int RN, const __m256i *V, __m256 slo, __m256 shi, __m256 olo, __m256 ohi, int64_t b,      \
+        int64_t cols, int64_t nb, int64_t ap, const int8_t *q, const float *ad, const float *asum, __m256 *acc,      \
+        __m256 *aco
 #define RP_BLOCK_CONSTS                                                                                                 \
     const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);                                         \
     const int five = q5_type(type), six = type == T_Q6_K
@@ -868,11 +873,9 @@ static inline __attribute__((always_inline)) void rp_unpack(const int type, cons
 
 /* One block of a group against RN activation rows: the 8 V_k from p, per-16 scales / offsets of 8 rows;
    products into acc, offsets into aco (two chains). */
-static inline __attribute__((always_inline)) void rp_block(RP_BLOCK_PARAMS) {
+static inline __attribute__((always_inline)) void rp_block_v(RP_BLOCK_V_PARAMS) {
     RP_BLOCK_CONSTS;
     (void)m4;
-    __m256i V[8];
-    rp_unpack(type, p, V);
     for (int t = 0; t < RN; t++) {
         const int8_t *qa = q + t * cols + b * QK;
         __m256i m[8];
@@ -902,6 +905,12 @@ static inline __attribute__((always_inline)) void rp_block(RP_BLOCK_PARAMS) {
         aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
     }
     (void)shi; (void)ohi;
+}
+
+static inline __attribute__((always_inline)) void rp_block(RP_BLOCK_PARAMS) {
+    __m256i V[8];
+    rp_unpack(type, p, V);
+    rp_block_v(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
 }
 
 /* The same for 5- and 6-bit codes (measured faster for them; rp_block for 4-bit ones). The 8 V_k are unpacked two at a time (V_2j, V_2j+1),
@@ -973,10 +982,8 @@ static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS
    4 broadcast activation codes and adds the sum to an int32 lane -- maddubs, the int16 adds and the
    widening madd in one instruction, exact (no int16 sums at all). Two chains per activation row (V_0..3,
    V_4..7: Q6_K's two per-16 scales). The same integers as rp_block, so the same floats. */
-static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS) {
+static inline __attribute__((always_inline)) void rp_block_vnni_v(RP_BLOCK_V_PARAMS) {
     const int six = type == T_Q6_K;
-    __m256i V[8];
-    rp_unpack(type, p, V);
     for (int t = 0; t < RN; t++) {
         const int8_t *qa = q + t * cols + b * QK;
         __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
@@ -1000,18 +1007,40 @@ static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS)
         }
     }
 }
+static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS) {
+    __m256i V[8];
+    rp_unpack(type, p, V);
+    rp_block_vnni_v(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+}
 #define RP_BLOCK(type, ...) rp_block_vnni(type, __VA_ARGS__)
+#define RP_BLOCK_V(type, ...) rp_block_vnni_v(type, __VA_ARGS__)
 #else
+#define RP_BLOCK_V(type, ...) rp_block_v(type, __VA_ARGS__)
 #define RP_BLOCK(type, ...) \
     ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
 #endif
-/* y[t * 8 + i] = row i of the group . activation row t, t < RN. */
-static inline __attribute__((always_inline)) void rp_micro(const int type, const int RN, const uint8_t *grp, int64_t cols,
-                                                            int64_t ap, const int8_t *q, const float *ad, const float *asum,
-                                                            float *y) {
+/* A block of a prompt's group unpacked once (rp_decode_group): its 8 V_k and the 8 rows' scales and offsets
+   (per 16: lo, hi halves), 384 bytes, then multiplied with every activation row (rp_micro_dec). */
+typedef struct {
+    __m256i V[8];
+    __m256 slo, shi, olo, ohi;
+} rp_dec;
+
+/* Block b of the group at p, its scales / offsets: multiplied with RN activation rows, or (dec) stored. */
+#define RP_VISIT(P, SLO, SHI, OLO, OHI, B)                                                                            \
+    do {                                                                                                                \
+        if (store) {                                                                                                    \
+            rp_unpack(type, (P), dec[B].V);                                                                            \
+            dec[B].slo = (SLO), dec[B].shi = (SHI), dec[B].olo = (OLO), dec[B].ohi = (OHI);                            \
+        } else                                                                                                          \
+            RP_BLOCK(type, RN, (P), (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);              \
+    } while (0)
+
+/* The walk over a group's blocks: each multiplied with RN activation rows into acc / aco, or (dec) unpacked. */
+static inline __attribute__((always_inline)) void rp_walk(const int type, const int RN, const uint8_t *grp, int64_t cols,
+                                                           int64_t ap, const int8_t *q, const float *ad, const float *asum,
+                                                           __m256 *acc, __m256 *aco, const int store, rp_dec *dec) {
     const int64_t nb = cols / QK;
-    __m256 acc[4], aco[4];
-    for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
     if (type < T_Q4_K) {
         const int m = type == T_Q4_1 || type == T_Q5_1, bb = 8 * block_bytes(type);
         const __m256 off = _mm256_set1_ps(type == T_Q5_0 ? -16.f : type == T_Q8_0 ? -128.f : -8.f); /* Q8_0: codes + 128 */
@@ -1019,7 +1048,7 @@ static inline __attribute__((always_inline)) void rp_micro(const int type, const
             const uint8_t *p = grp + b * bb;
             __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
             __m256 o = m ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : _mm256_mul_ps(d, off);
-            RP_BLOCK(type, RN, p + (m ? 32 : 16), d, d, o, o, b, cols, nb, ap, q, ad, asum, acc, aco);
+            RP_VISIT(p + (m ? 32 : 16), d, d, o, o, b);
         }
     } else {
         const int six = type == T_Q6_K, sbb = rp_k_bytes(type), per = type == T_Q4_K ? 128 : type == T_Q5_K ? 160 : 192;
@@ -1032,19 +1061,39 @@ static inline __attribute__((always_inline)) void rp_micro(const int type, const
                     __m128i sc = _mm_loadu_si128((const __m128i *)(sp + 16 + 16 * j));
                     __m256 slo = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
                     __m256 shi = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
-                    RP_BLOCK(type, RN, sp + 144 + per * j, slo, shi, _mm256_mul_ps(slo, m32), _mm256_mul_ps(shi, m32),
-                             sb * 8 + j, cols, nb, ap, q, ad, asum, acc, aco);
+                    RP_VISIT(sp + 144 + per * j, slo, shi, _mm256_mul_ps(slo, m32), _mm256_mul_ps(shi, m32), sb * 8 + j);
                 }
             } else {
                 __m256 M = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sp + 16))));
                 for (int j = 0; j < 8; j++) {
                     __m256 s = _mm256_mul_ps(D, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sp + 32 + 8 * j)))));
                     __m256 o = _mm256_mul_ps(M, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sp + 96 + 8 * j)))));
-                    RP_BLOCK(type, RN, sp + 160 + per * j, s, s, o, o, sb * 8 + j, cols, nb, ap, q, ad, asum, acc, aco);
+                    RP_VISIT(sp + 160 + per * j, s, s, o, o, sb * 8 + j);
                 }
             }
         }
     }
+}
+
+/* y[t * 8 + i] = row i of the group . activation row t, t < RN. */
+static inline __attribute__((always_inline)) void rp_micro(const int type, const int RN, const uint8_t *grp, int64_t cols,
+                                                            int64_t ap, const int8_t *q, const float *ad, const float *asum,
+                                                            float *y) {
+    __m256 acc[4], aco[4];
+    for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
+    rp_walk(type, RN, grp, cols, ap, q, ad, asum, acc, aco, 0, NULL);
+    for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
+}
+
+/* The same from the group's decoded blocks: loads where rp_micro unpacks and converts (the same numbers). */
+static inline __attribute__((always_inline)) void rp_micro_dec(const int type, const int RN, const rp_dec *dec,
+                                                                int64_t cols, int64_t ap, const int8_t *q, const float *ad,
+                                                                const float *asum, float *y) {
+    const int64_t nb = cols / QK;
+    __m256 acc[4], aco[4];
+    for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++)
+        RP_BLOCK_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
     for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
 }
 
@@ -1054,21 +1103,48 @@ typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const f
                               const float *asum, float *y) {                                                              \
         rp_micro(T, RN, g, cols, ap, q, ad, asum, y);                                                                     \
     }
-#define RPF4(T) RPF(T, 1) RPF(T, 2) RPF(T, 3) RPF(T, 4)
+#define RPF4(T)                                                                                                     \
+    RPF(T, 1) RPF(T, 2) RPF(T, 3) RPF(T, 4) RPD(T, 1) RPD(T, 2) RPD(T, 3) RPD(T, 4)                                   \
+    static void rpg_##T(const uint8_t *g, int64_t cols, rp_dec *dec) {                                                 \
+        rp_walk(T, 1, g, cols, 0, NULL, NULL, NULL, NULL, NULL, 1, dec);                                                  \
+    }
+typedef void (*rpd_fn)(const rp_dec *, int64_t, int64_t, const int8_t *, const float *, const float *, float *);
+typedef void (*rpg_fn)(const uint8_t *, int64_t, rp_dec *);
+#define RPD(T, RN)                                                                                                         \
+    static void rpd_##T##_##RN(const rp_dec *d, int64_t cols, int64_t ap, const int8_t *q, const float *ad,             \
+                               const float *asum, float *y) {                                                             \
+        rp_micro_dec(T, RN, d, cols, ap, q, ad, asum, y);                                                                 \
+    }
 RPF4(T_Q4_0) RPF4(T_Q4_1) RPF4(T_Q5_0) RPF4(T_Q5_1) RPF4(T_Q4_K) RPF4(T_Q5_K) RPF4(T_Q6_K)
 #define RPROW(T) {0, rp_##T##_1, rp_##T##_2, rp_##T##_3, rp_##T##_4}
 #if RP_VNNI
 RPF4(T_Q8_0)
 #define RPROW_Q8 RPROW(T_Q8_0)
+#define RPDROW_Q8 RPDROW(T_Q8_0)
+#define RPG_Q8 rpg_T_Q8_0
 #else
 #define RPROW_Q8 {0, 0, 0, 0, 0} /* Q8_0 rows stay as filed without VNNI (rp_type) */
+#define RPDROW_Q8 {0, 0, 0, 0, 0}
+#define RPG_Q8 0
 #endif
+static inline int rp_index(int type) {
+    return type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
+         : type == T_Q5_K ? 5 : type == T_Q6_K ? 6 : 7;
+}
 static rp_fn rp_pick(int type, int rn) {
     static const rp_fn fns[8][5] = {RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1),
                                     RPROW(T_Q4_K), RPROW(T_Q5_K), RPROW(T_Q6_K), RPROW_Q8};
-    int i = type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
-          : type == T_Q5_K ? 5 : type == T_Q6_K ? 6 : 7;
-    return fns[i][rn];
+    return fns[rp_index(type)][rn];
+}
+#define RPDROW(T) {0, rpd_##T##_1, rpd_##T##_2, rpd_##T##_3, rpd_##T##_4}
+static rpd_fn rpd_pick(int type, int rn) {
+    static const rpd_fn fns[8][5] = {RPDROW(T_Q4_0), RPDROW(T_Q4_1), RPDROW(T_Q5_0), RPDROW(T_Q5_1),
+                                     RPDROW(T_Q4_K), RPDROW(T_Q5_K), RPDROW(T_Q6_K), RPDROW_Q8};
+    return fns[rp_index(type)][rn];
+}
+static rpg_fn rpg_pick(int type) {
+    static const rpg_fn fns[8] = {rpg_T_Q4_0, rpg_T_Q4_1, rpg_T_Q5_0, rpg_T_Q5_1, rpg_T_Q4_K, rpg_T_Q5_K, rpg_T_Q6_K, RPG_Q8};
+    return fns[rp_index(type)];
 }
 #endif
 
@@ -1112,8 +1188,16 @@ static float dot_half(int type, const uint8_t *w, const float *x, int64_t cols) 
     return total;
 }
 
-static _Thread_local void *act_buf, *tile_buf;
-static _Thread_local size_t act_cap, tile_cap;
+static _Thread_local void *act_buf, *tile_buf, *dec_buf;
+static _Thread_local size_t act_cap, tile_cap, dec_cap;
+/* Whether a prompt's groups of this type are unpacked once (rp_dec) rather than per RP_RN activation rows:
+   Q6_K on AVX2, 1.11-1.16x on ~1B matmuls at 64-200 tokens (bench/matmul.py); the 4- and 5-bit types
+   unpack in registers faster than they load 384 bytes a block (0.84-0.96x), and the VNNI build is unmeasured.
+   -DRP_DECODE=0 turns it off (A/B). */
+#ifndef RP_DECODE
+#define RP_DECODE 1
+#endif
+#define RP_DECODES(type) (RP_DECODE && !RP_VNNI && (type) == T_Q6_K)
 
 /* y[T, rows] = Σ_n (activation set n of each token) @ W^T: na = 1 is x quantized once; na = 2 adds the
    quantized remainder x - x8 (llmchat_qmatmul_precise). Activation row t * na + n. */
@@ -1159,12 +1243,19 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
     }
 #ifdef __AVX2__
     if (rp) { /* every activation row against each group: up to 4 at a time, sharing the unpacked codes */
+        /* several passes of RP_RN rows: the group is unpacked once (rp_dec, 12 bytes a weight: L1 / L2 sized) */
+        const int decode = A > RP_RN && RP_DECODES(type);
 #pragma omp parallel for schedule(static)
         for (int64_t g = 0; g < rows / 8; g++) {
             float out[4 * 8];
+            rp_dec *dec = decode ? scratch(&dec_buf, &dec_cap, sizeof(rp_dec) * (size_t)nb) : NULL;
+            if (dec) rpg_pick(type)(w + 8 * g * rb, cols, dec);
             for (int64_t j0 = 0; j0 < A; j0 += RP_RN) {
                 int rn = A - j0 < RP_RN ? (int)(A - j0) : RP_RN;
-                rp_pick(type, rn)(w + 8 * g * rb, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                if (dec)
+                    rpd_pick(type, rn)(dec, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                else
+                    rp_pick(type, rn)(w + 8 * g * rb, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
                 for (int j = 0; j < rn; j++) {
                     float *yr = y + ((j0 + j) / na) * rows + 8 * g;
                     for (int i = 0; i < 8; i++) {
