@@ -19,7 +19,9 @@
  * the same interleaved L1 tile for a prompt (decode_tile + micro8). F16 / BF16 rows take fp32
  * activations (dot_half). Rows are split over OpenMP threads (torch's own libgomp, which is
  * already loaded when this library is: one pool). llmchat_qmatmul_precise adds the activations'
- * rounding remainder as a second int8 pass in the same sweep (float32's product to rounding).
+ * rounding remainder as a second int8 pass in the same sweep (float32's product to rounding): the remainder is
+ * quantized on d / 254, so that the two passes are one 16-bit activation, and on repacked groups their sums are
+ * joined in integers before the one float step (rp_block2_v).
  *
  * Built on first use by native.py with the machine's C compiler (-O3 -march=native -fopenmp); a
  * machine without AVX2 gets the portable loops at the end, slower but the same numbers.
@@ -182,59 +184,84 @@ static void decode_row(int type, const uint8_t *w, int64_t cols, uint8_t *u, flo
     }
 }
 
-/* Activations: int8 codes per 32 (scale ad), and asum = ad * (sum of each 16 codes), `ap` floats per
-   row (the per-16 count rounded up to 8, zero-padded). */
-static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, float *asum, int64_t ap) {
+/* One block of 32 activations -> int8 codes q = round(x * id) (AVX2: cvtps_epi32 under the default rounding
+   mode, half to even, as lrintf; saturated to int8 as packs does), its scale d, and asum = d * (the sum of
+   each 16 codes). */
+static void quantize_block(const float *xb, float d, float id, int8_t *q, float *ad, float *asum) {
 #ifdef __AVX2__
-    /* The same numbers as the loop below (x * id rounded half to even: cvtps_epi32 under the default
-       rounding mode is lrintf), 8 lanes at a time: the scalar loop called libm's lrintf per value, ~7 ns. */
-    const __m256 sign = _mm256_set1_ps(-0.f);
-    for (int64_t b = 0; b < cols / QK; b++) {
-        const float *xb = x + b * QK;
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int i = 0; i < 4; i++) {
-            v[i] = _mm256_loadu_ps(xb + 8 * i);
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
-        }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float amax = _mm_cvtss_f32(m4), d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
-        __m256 idv = _mm256_set1_ps(id);
-        __m256i c[4];
-        for (int i = 0; i < 4; i++) c[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv));
-        /* int32 x 32 -> int8 x 32 in order: packs interleave 128-bit lanes, the permute undoes it */
-        __m256i p16a = _mm256_packs_epi32(c[0], c[1]), p16b = _mm256_packs_epi32(c[2], c[3]);
-        __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(q + b * QK), p8);
-        __m256i s01 = _mm256_add_epi32(c[0], c[1]), s23 = _mm256_add_epi32(c[2], c[3]);
-        __m128i h01 = _mm_add_epi32(_mm256_castsi256_si128(s01), _mm256_extracti128_si256(s01, 1));
-        __m128i h23 = _mm_add_epi32(_mm256_castsi256_si128(s23), _mm256_extracti128_si256(s23, 1));
-        __m128i h = _mm_hadd_epi32(h01, h23); /* [a01 a23 b01 b23] */
-        h = _mm_hadd_epi32(h, h);             /* [s0 s1 s0 s1] */
-        ad[b] = d;
-        asum[2 * b] = d * _mm_cvtsi128_si32(h);
-        asum[2 * b + 1] = d * _mm_extract_epi32(h, 1);
+    __m256 idv = _mm256_set1_ps(id);
+    __m256i c[4];
+    for (int i = 0; i < 4; i++) c[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * i), idv));
+    /* int32 x 32 -> int8 x 32 in order: packs interleave 128-bit lanes, the permute undoes it */
+    __m256i p16a = _mm256_packs_epi32(c[0], c[1]), p16b = _mm256_packs_epi32(c[2], c[3]);
+    __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    __m256i s01 = _mm256_add_epi32(c[0], c[1]), s23 = _mm256_add_epi32(c[2], c[3]);
+    __m128i h01 = _mm_add_epi32(_mm256_castsi256_si128(s01), _mm256_extracti128_si256(s01, 1));
+    __m128i h23 = _mm_add_epi32(_mm256_castsi256_si128(s23), _mm256_extracti128_si256(s23, 1));
+    __m128i h = _mm_hadd_epi32(h01, h23); /* [a01 a23 b01 b23] */
+    h = _mm_hadd_epi32(h, h);             /* [s0 s1 s0 s1] */
+    *ad = d;
+    asum[0] = d * _mm_cvtsi128_si32(h);
+    asum[1] = d * _mm_extract_epi32(h, 1);
+#else
+    int s0 = 0, s1 = 0;
+    for (int j = 0; j < QK; j++) {
+        long v = lrintf(xb[j] * id);
+        v = v > 127 ? 127 : v < -128 ? -128 : v;
+        q[j] = (int8_t)v;
+        if (j < 16) s0 += (int)v; else s1 += (int)v;
     }
-    for (int64_t k = 2 * (cols / QK); k < ap; k++) asum[k] = 0.f;
-    return;
+    *ad = d;
+    asum[0] = d * s0;
+    asum[1] = d * s1;
 #endif
+}
+
+/* Activations: int8 codes per 32 (scale ad = amax / 127), and asum = ad * (sum of each 16 codes), `ap` floats
+   per row (the per-16 count rounded up to 8, zero-padded). The AVX2 path vectorizes both the max and the
+   rounding: the scalar loop called libm's lrintf per value, ~7 ns. */
+static void quantize_act(const float *x, int64_t cols, int8_t *q, float *ad, float *asum, int64_t ap) {
     for (int64_t b = 0; b < cols / QK; b++) {
         const float *xb = x + b * QK;
         float amax = 0.f;
+#ifdef __AVX2__
+        const __m256 sign = _mm256_set1_ps(-0.f);
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * i)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        amax = _mm_cvtss_f32(m4);
+#else
         for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+#endif
         float d = amax / 127.f, id = d > 0 ? 1.f / d : 0.f;
-        int s0 = 0, s1 = 0;
-        for (int j = 0; j < QK; j++) {
-            int v = (int)lrintf(xb[j] * id);
-            q[b * QK + j] = (int8_t)v;
-            if (j < 16) s0 += v; else s1 += v;
-        }
-        ad[b] = d;
-        asum[2 * b] = d * s0;
-        asum[2 * b + 1] = d * s1;
+        quantize_block(xb, d, id, q + b * QK, ad + b, asum + 2 * b);
     }
     for (int64_t k = 2 * (cols / QK); k < ap; k++) asum[k] = 0.f;
+}
+
+/* The second pass of llmchat_qmatmul_precise: the remainder r = x - d q of each block (|r| <= d / 2), quantized
+   on the fixed finer scale d2 = d / 254 (codes within +-127), so that x = d2 (254 q + q2) up to d2 / 2: the two
+   passes are one 16-bit activation, which the repacked kernels multiply as such (rp_block2: the two int16 sums
+   joined in integers, one float step). */
+static void quantize_rem(const float *x, int64_t cols, const int8_t *q, const float *ad, int8_t *q2, float *ad2,
+                         float *asum2, int64_t ap) {
+    for (int64_t b = 0; b < cols / QK; b++) {
+        float rr[QK], d = ad[b];
+#ifdef __AVX2__
+        __m256 dv = _mm256_set1_ps(d);
+        for (int j = 0; j < QK; j += 8) {
+            __m256 qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + b * QK + j))));
+            _mm256_storeu_ps(rr + j, _mm256_sub_ps(_mm256_loadu_ps(x + b * QK + j), _mm256_mul_ps(qv, dv)));
+        }
+#else
+        for (int j = 0; j < QK; j++) rr[j] = x[b * QK + j] - q[b * QK + j] * d;
+#endif
+        quantize_block(rr, d / 254.f, d > 0 ? 254.f / d : 0.f, q2 + b * QK, ad2 + b, asum2 + 2 * b);
+    }
+    for (int64_t k = 2 * (cols / QK); k < ap; k++) asum2[k] = 0.f;
 }
 
 /* A growing scratch buffer per thread (the caller's, or each OpenMP worker's): no malloc per call. */
@@ -660,6 +687,14 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
 #ifndef RP_RN
 #define RP_RN 4 /* activation rows a group's codes are unpacked for at a time */
 #endif
+/* Tokens of two fused passes a group's codes are unpacked for at a time (at most 4): 3, 1.07-1.12x faster than 2
+   on ~1B matmuls at 200 tokens (bench/matmul.py), but 2 where a prompt's groups are unpacked once (Q6_K on AVX2,
+   RP_DECODES below: 3 was 0.96-0.99x there) and 4 slower for most. -DRP_RN2=N fixes it (A/B). */
+#ifdef RP_RN2
+#define RP_FUSED_TOKENS(decode) RP_RN2
+#else
+#define RP_FUSED_TOKENS(decode) ((decode) ? 2 : 3)
+#endif
 
 static inline int q5_type(int type) { return type == T_Q5_0 || type == T_Q5_1 || type == T_Q5_K; }
 
@@ -977,6 +1012,58 @@ static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS
     (void)shi; (void)ohi;
 }
 
+/* Two passes as one (llmchat_qmatmul_precise on repacked groups): token t's rows are q + 2t cols (x8, scale d)
+   and the next (the remainder on d2 = d / 254, quantize_rem), `ad` the matching scales, `asum` one row per token
+   (both passes' offsets summed). Each pass's maddubs sums stay int16 as in rp_block_v; the two are joined in
+   int32 as 254 S1 + S2 (the 16-bit activation's dot, exact) and scaled once by d2: one cvt / mul / FMA and one
+   offset FMA per block and token instead of two of each. */
+static inline __attribute__((always_inline)) __m256i rp_sum16(const __m256i *V, const int8_t *qa, int k0, int n) {
+    __m256i s = _mm256_setzero_si256();
+    for (int k = k0; k < k0 + n; k++) {
+        int32_t a4;
+        memcpy(&a4, qa + 4 * k, 4);
+        __m256i m = _mm256_maddubs_epi16(V[k], _mm256_set1_epi32(a4));
+        s = k == k0 ? m : _mm256_add_epi16(s, m);
+    }
+    return s;
+}
+static inline __attribute__((always_inline)) void rp_block2_v(RP_BLOCK_V_PARAMS) {
+    RP_BLOCK_CONSTS;
+    (void)m4;
+    const __m256i c254 = _mm256_set1_epi16(254);
+    for (int t = 0; t < RN; t++) {
+        const int8_t *q1 = q + 2 * t * cols + b * QK, *q2 = q1 + cols;
+        __m256 a = _mm256_set1_ps(ad[(2 * t + 1) * nb + b]);
+        const float *sa = asum + t * ap + 2 * b;
+        if (six) { /* codes < 64: pairs in int16; a scale per 16 */
+            __m256i lo = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 2), c254),
+                                                           _mm256_madd_epi16(rp_sum16(V, q1, 2, 2), c254)),
+                                          _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 0, 2), ones),
+                                                           _mm256_madd_epi16(rp_sum16(V, q2, 2, 2), ones)));
+            __m256i hi = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 4, 2), c254),
+                                                           _mm256_madd_epi16(rp_sum16(V, q1, 6, 2), c254)),
+                                          _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 4, 2), ones),
+                                                           _mm256_madd_epi16(rp_sum16(V, q2, 6, 2), ones)));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
+            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
+            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
+            continue;
+        }
+        __m256i S;
+        if (five) /* codes < 32: 4 in int16 */
+            S = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 4), c254),
+                                                  _mm256_madd_epi16(rp_sum16(V, q1, 4, 4), c254)),
+                                 _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 0, 4), ones),
+                                                  _mm256_madd_epi16(rp_sum16(V, q2, 4, 4), ones)));
+        else /* codes < 16: all 8 in int16 */
+            S = _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 8), c254), _mm256_madd_epi16(rp_sum16(V, q2, 0, 8), ones));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
+        aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+    }
+    (void)shi; (void)ohi;
+}
+
 #if RP_VNNI
 /* With AVX-512 VNNI (Zen 4, Ice Lake and later): one vpdpbusd multiplies V_k's 4 codes of each row with the
    4 broadcast activation codes and adds the sum to an int32 lane -- maddubs, the int16 adds and the
@@ -1007,6 +1094,39 @@ static inline __attribute__((always_inline)) void rp_block_vnni_v(RP_BLOCK_V_PAR
         }
     }
 }
+/* rp_block2_v with vpdpbusd: the same integers (254 S1 + S2), so the same floats. */
+static inline __attribute__((always_inline)) void rp_block2_vnni_v(RP_BLOCK_V_PARAMS) {
+    const int six = type == T_Q6_K;
+    const __m256i c254 = _mm256_set1_epi32(254);
+    for (int t = 0; t < RN; t++) {
+        const int8_t *q1 = q + 2 * t * cols + b * QK, *q2 = q1 + cols;
+        __m256i lo1 = _mm256_setzero_si256(), hi1 = lo1, lo2 = lo1, hi2 = lo1;
+        for (int k = 0; k < 4; k++) {
+            int32_t a0, a1, r0, r1;
+            memcpy(&a0, q1 + 4 * k, 4);
+            memcpy(&a1, q1 + 16 + 4 * k, 4);
+            memcpy(&r0, q2 + 4 * k, 4);
+            memcpy(&r1, q2 + 16 + 4 * k, 4);
+            lo1 = _mm256_dpbusd_epi32(lo1, V[k], _mm256_set1_epi32(a0));
+            hi1 = _mm256_dpbusd_epi32(hi1, V[k + 4], _mm256_set1_epi32(a1));
+            lo2 = _mm256_dpbusd_epi32(lo2, V[k], _mm256_set1_epi32(r0));
+            hi2 = _mm256_dpbusd_epi32(hi2, V[k + 4], _mm256_set1_epi32(r1));
+        }
+        __m256 a = _mm256_set1_ps(ad[(2 * t + 1) * nb + b]);
+        const float *sa = asum + t * ap + 2 * b;
+        if (six) {
+            __m256i lo = _mm256_add_epi32(_mm256_mullo_epi32(lo1, c254), lo2), hi = _mm256_add_epi32(_mm256_mullo_epi32(hi1, c254), hi2);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
+            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
+            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
+        } else {
+            __m256i S = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_add_epi32(lo1, hi1), c254), _mm256_add_epi32(lo2, hi2));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
+            aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+        }
+    }
+}
 static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS) {
     __m256i V[8];
     rp_unpack(type, p, V);
@@ -1014,7 +1134,9 @@ static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS)
 }
 #define RP_BLOCK(type, ...) rp_block_vnni(type, __VA_ARGS__)
 #define RP_BLOCK_V(type, ...) rp_block_vnni_v(type, __VA_ARGS__)
+#define RP_BLOCK2_V(type, ...) rp_block2_vnni_v(type, __VA_ARGS__)
 #else
+#define RP_BLOCK2_V(type, ...) rp_block2_v(type, __VA_ARGS__)
 #define RP_BLOCK_V(type, ...) rp_block_v(type, __VA_ARGS__)
 #define RP_BLOCK(type, ...) \
     ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
@@ -1032,14 +1154,20 @@ typedef struct {
         if (store) {                                                                                                    \
             rp_unpack(type, (P), dec[B].V);                                                                            \
             dec[B].slo = (SLO), dec[B].shi = (SHI), dec[B].olo = (OLO), dec[B].ohi = (OHI);                            \
+        } else if (fuse) {                                                                                              \
+            __m256i V_[8];                                                                                              \
+            rp_unpack(type, (P), V_);                                                                                   \
+            RP_BLOCK2_V(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);            \
         } else                                                                                                          \
             RP_BLOCK(type, RN, (P), (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);              \
     } while (0)
 
-/* The walk over a group's blocks: each multiplied with RN activation rows into acc / aco, or (dec) unpacked. */
-static inline __attribute__((always_inline)) void rp_walk(const int type, const int RN, const uint8_t *grp, int64_t cols,
-                                                           int64_t ap, const int8_t *q, const float *ad, const float *asum,
-                                                           __m256 *acc, __m256 *aco, const int store, rp_dec *dec) {
+/* The walk over a group's blocks: each multiplied with RN activation rows (fuse: RN tokens of two passes,
+   rp_block2_v) into acc / aco, or (store) unpacked into dec. */
+static inline __attribute__((always_inline)) void rp_walk(const int type, const int RN, const int fuse, const uint8_t *grp,
+                                                           int64_t cols, int64_t ap, const int8_t *q, const float *ad,
+                                                           const float *asum, __m256 *acc, __m256 *aco, const int store,
+                                                           rp_dec *dec) {
     const int64_t nb = cols / QK;
     if (type < T_Q4_K) {
         const int m = type == T_Q4_1 || type == T_Q5_1, bb = 8 * block_bytes(type);
@@ -1075,25 +1203,29 @@ static inline __attribute__((always_inline)) void rp_walk(const int type, const 
     }
 }
 
-/* y[t * 8 + i] = row i of the group . activation row t, t < RN. */
-static inline __attribute__((always_inline)) void rp_micro(const int type, const int RN, const uint8_t *grp, int64_t cols,
-                                                            int64_t ap, const int8_t *q, const float *ad, const float *asum,
-                                                            float *y) {
+/* y[t * 8 + i] = row i of the group . activation row t (fuse: token t's two passes), t < RN. */
+static inline __attribute__((always_inline)) void rp_micro(const int type, const int RN, const int fuse, const uint8_t *grp,
+                                                            int64_t cols, int64_t ap, const int8_t *q, const float *ad,
+                                                            const float *asum, float *y) {
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
-    rp_walk(type, RN, grp, cols, ap, q, ad, asum, acc, aco, 0, NULL);
+    rp_walk(type, RN, fuse, grp, cols, ap, q, ad, asum, acc, aco, 0, NULL);
     for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
 }
 
 /* The same from the group's decoded blocks: loads where rp_micro unpacks and converts (the same numbers). */
-static inline __attribute__((always_inline)) void rp_micro_dec(const int type, const int RN, const rp_dec *dec,
-                                                                int64_t cols, int64_t ap, const int8_t *q, const float *ad,
-                                                                const float *asum, float *y) {
+static inline __attribute__((always_inline)) void rp_micro_dec(const int type, const int RN, const int fuse,
+                                                                const rp_dec *dec, int64_t cols, int64_t ap, const int8_t *q,
+                                                                const float *ad, const float *asum, float *y) {
     const int64_t nb = cols / QK;
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++)
-        RP_BLOCK_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+    for (int64_t b = 0; b < nb; b++) {
+        if (fuse)
+            RP_BLOCK2_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+        else
+            RP_BLOCK_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+    }
     for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
 }
 
@@ -1101,46 +1233,65 @@ typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const f
 #define RPF(T, RN)                                                                                                         \
     static void rp_##T##_##RN(const uint8_t *g, int64_t cols, int64_t ap, const int8_t *q, const float *ad,              \
                               const float *asum, float *y) {                                                              \
-        rp_micro(T, RN, g, cols, ap, q, ad, asum, y);                                                                     \
+        rp_micro(T, RN, 0, g, cols, ap, q, ad, asum, y);                                                                  \
+    }                                                                                                                     \
+    static void rp2_##T##_##RN(const uint8_t *g, int64_t cols, int64_t ap, const int8_t *q, const float *ad,             \
+                               const float *asum, float *y) {                                                             \
+        rp_micro(T, RN, 1, g, cols, ap, q, ad, asum, y);                                                                  \
     }
 #define RPF4(T)                                                                                                     \
     RPF(T, 1) RPF(T, 2) RPF(T, 3) RPF(T, 4) RPD(T, 1) RPD(T, 2) RPD(T, 3) RPD(T, 4)                                   \
     static void rpg_##T(const uint8_t *g, int64_t cols, rp_dec *dec) {                                                 \
-        rp_walk(T, 1, g, cols, 0, NULL, NULL, NULL, NULL, NULL, 1, dec);                                                  \
+        rp_walk(T, 1, 0, g, cols, 0, NULL, NULL, NULL, NULL, NULL, 1, dec);                                               \
     }
 typedef void (*rpd_fn)(const rp_dec *, int64_t, int64_t, const int8_t *, const float *, const float *, float *);
 typedef void (*rpg_fn)(const uint8_t *, int64_t, rp_dec *);
 #define RPD(T, RN)                                                                                                         \
     static void rpd_##T##_##RN(const rp_dec *d, int64_t cols, int64_t ap, const int8_t *q, const float *ad,             \
                                const float *asum, float *y) {                                                             \
-        rp_micro_dec(T, RN, d, cols, ap, q, ad, asum, y);                                                                 \
+        rp_micro_dec(T, RN, 0, d, cols, ap, q, ad, asum, y);                                                              \
+    }                                                                                                                     \
+    static void rpd2_##T##_##RN(const rp_dec *d, int64_t cols, int64_t ap, const int8_t *q, const float *ad,            \
+                                const float *asum, float *y) {                                                            \
+        rp_micro_dec(T, RN, 1, d, cols, ap, q, ad, asum, y);                                                              \
     }
 RPF4(T_Q4_0) RPF4(T_Q4_1) RPF4(T_Q5_0) RPF4(T_Q5_1) RPF4(T_Q4_K) RPF4(T_Q5_K) RPF4(T_Q6_K)
 #define RPROW(T) {0, rp_##T##_1, rp_##T##_2, rp_##T##_3, rp_##T##_4}
+#define RPROW2(T) {0, rp2_##T##_1, rp2_##T##_2, rp2_##T##_3, rp2_##T##_4}
 #if RP_VNNI
 RPF4(T_Q8_0)
 #define RPROW_Q8 RPROW(T_Q8_0)
+#define RPROW2_Q8 RPROW2(T_Q8_0)
 #define RPDROW_Q8 RPDROW(T_Q8_0)
+#define RPDROW2_Q8 RPDROW2(T_Q8_0)
 #define RPG_Q8 rpg_T_Q8_0
 #else
 #define RPROW_Q8 {0, 0, 0, 0, 0} /* Q8_0 rows stay as filed without VNNI (rp_type) */
+#define RPROW2_Q8 {0, 0, 0, 0, 0}
 #define RPDROW_Q8 {0, 0, 0, 0, 0}
+#define RPDROW2_Q8 {0, 0, 0, 0, 0}
 #define RPG_Q8 0
 #endif
 static inline int rp_index(int type) {
     return type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
          : type == T_Q5_K ? 5 : type == T_Q6_K ? 6 : 7;
 }
-static rp_fn rp_pick(int type, int rn) {
-    static const rp_fn fns[8][5] = {RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1),
-                                    RPROW(T_Q4_K), RPROW(T_Q5_K), RPROW(T_Q6_K), RPROW_Q8};
-    return fns[rp_index(type)][rn];
+/* The micro-kernel for rn activation rows (fuse: rn tokens of two passes each). */
+static rp_fn rp_pick(int type, int rn, int fuse) {
+    static const rp_fn fns[2][8][5] = {{RPROW(T_Q4_0), RPROW(T_Q4_1), RPROW(T_Q5_0), RPROW(T_Q5_1), RPROW(T_Q4_K),
+                                        RPROW(T_Q5_K), RPROW(T_Q6_K), RPROW_Q8},
+                                       {RPROW2(T_Q4_0), RPROW2(T_Q4_1), RPROW2(T_Q5_0), RPROW2(T_Q5_1), RPROW2(T_Q4_K),
+                                        RPROW2(T_Q5_K), RPROW2(T_Q6_K), RPROW2_Q8}};
+    return fns[fuse][rp_index(type)][rn];
 }
 #define RPDROW(T) {0, rpd_##T##_1, rpd_##T##_2, rpd_##T##_3, rpd_##T##_4}
-static rpd_fn rpd_pick(int type, int rn) {
-    static const rpd_fn fns[8][5] = {RPDROW(T_Q4_0), RPDROW(T_Q4_1), RPDROW(T_Q5_0), RPDROW(T_Q5_1),
-                                     RPDROW(T_Q4_K), RPDROW(T_Q5_K), RPDROW(T_Q6_K), RPDROW_Q8};
-    return fns[rp_index(type)][rn];
+#define RPDROW2(T) {0, rpd2_##T##_1, rpd2_##T##_2, rpd2_##T##_3, rpd2_##T##_4}
+static rpd_fn rpd_pick(int type, int rn, int fuse) {
+    static const rpd_fn fns[2][8][5] = {{RPDROW(T_Q4_0), RPDROW(T_Q4_1), RPDROW(T_Q5_0), RPDROW(T_Q5_1), RPDROW(T_Q4_K),
+                                         RPDROW(T_Q5_K), RPDROW(T_Q6_K), RPDROW_Q8},
+                                        {RPDROW2(T_Q4_0), RPDROW2(T_Q4_1), RPDROW2(T_Q5_0), RPDROW2(T_Q5_1),
+                                         RPDROW2(T_Q4_K), RPDROW2(T_Q5_K), RPDROW2(T_Q6_K), RPDROW2_Q8}};
+    return fns[fuse][rp_index(type)][rn];
 }
 static rpg_fn rpg_pick(int type) {
     static const rpg_fn fns[8] = {rpg_T_Q4_0, rpg_T_Q4_1, rpg_T_Q5_0, rpg_T_Q5_1, rpg_T_Q4_K, rpg_T_Q5_K, rpg_T_Q6_K, RPG_Q8};
@@ -1188,8 +1339,8 @@ static float dot_half(int type, const uint8_t *w, const float *x, int64_t cols) 
     return total;
 }
 
-static _Thread_local void *act_buf, *tile_buf, *dec_buf;
-static _Thread_local size_t act_cap, tile_cap, dec_cap;
+static _Thread_local void *act_buf, *tile_buf, *dec_buf, *sum_buf;
+static _Thread_local size_t act_cap, tile_cap, dec_cap, sum_cap;
 /* Whether a prompt's groups of this type are unpacked once (rp_dec) rather than per RP_RN activation rows:
    Q6_K on AVX2, 1.11-1.16x on ~1B matmuls at 64-200 tokens (bench/matmul.py); the 4- and 5-bit types
    unpack in registers faster than they load 384 bytes a block (0.84-0.96x), and the VNNI build is unmeasured.
@@ -1224,42 +1375,42 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
     for (int64_t t = 0; t < T; t++) {
         int64_t a0 = t * na;
         quantize_act(x + t * cols, cols, q + a0 * cols, ad + a0 * nb, asum + a0 * ap, ap);
-        if (na > 1) {
-            float rr[QK];
-            for (int64_t c0 = 0; c0 < cols; c0 += QK) { /* one block at a time: no per-thread row buffer */
-#ifdef __AVX2__
-                __m256 dv = _mm256_set1_ps(ad[a0 * nb + c0 / QK]);
-                for (int j = 0; j < QK; j += 8) {
-                    __m256 qv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + a0 * cols + c0 + j))));
-                    _mm256_storeu_ps(rr + j, _mm256_sub_ps(_mm256_loadu_ps(x + t * cols + c0 + j), _mm256_mul_ps(qv, dv)));
-                }
-#else
-                for (int j = 0; j < QK; j++) rr[j] = x[t * cols + c0 + j] - q[a0 * cols + c0 + j] * ad[a0 * nb + c0 / QK];
-#endif
-                quantize_act(rr, QK, q + (a0 + 1) * cols + c0, ad + (a0 + 1) * nb + c0 / QK, asum + (a0 + 1) * ap + c0 / 16, 0);
-            }
-            for (int64_t k = 2 * nb; k < ap; k++) asum[(a0 + 1) * ap + k] = 0.f;
-        }
+        if (na > 1)
+            quantize_rem(x + t * cols, cols, q + a0 * cols, ad + a0 * nb, q + (a0 + 1) * cols, ad + (a0 + 1) * nb,
+                         asum + (a0 + 1) * ap, ap);
     }
 #ifdef __AVX2__
-    if (rp) { /* every activation row against each group: up to 4 at a time, sharing the unpacked codes */
-        /* several passes of RP_RN rows: the group is unpacked once (rp_dec, 12 bytes a weight: L1 / L2 sized) */
-        const int decode = A > RP_RN && RP_DECODES(type);
+    if (rp) { /* every token against each group: up to RP_RN activation rows at a time, sharing the unpacked codes;
+                 two passes fused (rp_block2_v: 2-3 tokens at a time, their sums joined in integers) */
+        const int fuse = na == 2, per = fuse ? RP_FUSED_TOKENS(RP_DECODES(type)) : RP_RN; /* tokens a call */
+        const float *as = asum;
+        if (fuse) { /* one offset row per token: both passes' sums */
+            float *comb = scratch(&sum_buf, &sum_cap, sizeof(float) * (size_t)(T * ap));
+            if (!comb) return -2;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t k = 0; k < ap; k++) comb[t * ap + k] = asum[2 * t * ap + k] + asum[(2 * t + 1) * ap + k];
+            as = comb;
+        }
+        /* several calls per group: the group is unpacked once (rp_dec, 12 bytes a weight: L1 / L2 sized) */
+        const int decode = T > per && RP_DECODES(type);
 #pragma omp parallel for schedule(static)
         for (int64_t g = 0; g < rows / 8; g++) {
             float out[4 * 8];
             rp_dec *dec = decode ? scratch(&dec_buf, &dec_cap, sizeof(rp_dec) * (size_t)nb) : NULL;
             if (dec) rpg_pick(type)(w + 8 * g * rb, cols, dec);
-            for (int64_t j0 = 0; j0 < A; j0 += RP_RN) {
-                int rn = A - j0 < RP_RN ? (int)(A - j0) : RP_RN;
+            for (int64_t t0 = 0; t0 < (fuse ? T : A); t0 += per) {
+                int rn = (fuse ? T : A) - t0 < per ? (int)((fuse ? T : A) - t0) : per;
+                const int8_t *qt = q + t0 * na * cols;
+                const float *at = ad + t0 * na * nb, *st = as + t0 * (fuse ? 1 : na) * ap;
                 if (dec)
-                    rpd_pick(type, rn)(dec, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                    rpd_pick(type, rn, fuse)(dec, cols, ap, qt, at, st, out);
                 else
-                    rp_pick(type, rn)(w + 8 * g * rb, cols, ap, q + j0 * cols, ad + j0 * nb, asum + j0 * ap, out);
+                    rp_pick(type, rn, fuse)(w + 8 * g * rb, cols, ap, qt, at, st, out);
                 for (int j = 0; j < rn; j++) {
-                    float *yr = y + ((j0 + j) / na) * rows + 8 * g;
+                    int64_t row = fuse ? t0 + j : (t0 + j) / na; /* unfused two passes: rows t * 2 + n */
+                    float *yr = y + row * rows + 8 * g;
                     for (int i = 0; i < 8; i++) {
-                        if (na > 1 && (j0 + j) % na) yr[i] += out[j * 8 + i];
+                        if (!fuse && na > 1 && (t0 + j) % na) yr[i] += out[j * 8 + i];
                         else yr[i] = out[j * 8 + i];
                     }
                 }
@@ -1347,9 +1498,10 @@ int llmchat_qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, cons
 }
 
 /* The same product with the activations' int8 rounding error multiplied too: x = x8 + r, where x8
-   is x as the kernel quantizes it and r the remainder, quantized again (its own scales, ~127x
-   finer). An error ~100x smaller, for down_proj, whose SwiGLU input has outliers: both passes run
-   in one sweep over the weights (each block decoded once, multiplied twice). */
+   is x as the kernel quantizes it and r the remainder, quantized again on a 254x finer scale (quantize_rem).
+   An error ~100x smaller, for down_proj, whose SwiGLU input has outliers, and for every prompt row: both passes
+   run in one sweep over the weights (each block decoded once, multiplied twice; on repacked groups the two
+   int16 sums are joined as 254 S1 + S2 and scaled once, rp_block2_v: 1.05-1.28x the two rows apart). */
 int llmchat_qmatmul_precise(int type, const uint8_t *w, int64_t rows, int64_t cols, const float *x, int64_t T, float *y) {
     return qmatmul(type, w, rows, cols, x, T, 2, y);
 }
