@@ -12,9 +12,10 @@
  * rows' scales together): one maddubs of a broadcast activation group serves 8 rows, for one token
  * (decode) and for every token of a prompt alike (rp_micro), with no decoding per call. Where the
  * compiler targets AVX-512 VNNI (-march=native on Zen 4, Ice Lake and later), one vpdpbusd replaces a
- * maddubs and its widening (rp_block_vnni): the same integers, 1.05-1.25x faster; and Q8_0 is repacked
- * too (its codes + 128, unsigned, as vpdpbusd takes them: maddubs would overflow int16 on them). Rows as
- * the file holds them (Q8_0 without VNNI; a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
+ * maddubs and its widening (rp_block_vnni): the same integers, 1.05-1.25x faster. Q8_0 is repacked too,
+ * its codes + 128, unsigned, as vpdpbusd takes them; without VNNI (maddubs would overflow int16 on them) its
+ * groups take the sign trick for one pass (rp_block_q8s_v) and int16 activations for two (rp_block16_v). Rows as
+ * the file holds them (a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
  * at a time for one token (dot_fused_n, each block decoded in registers), and 8 rows decoded into
  * the same interleaved L1 tile for a prompt (decode_tile + micro8). F16 / BF16 rows take fp32
  * activations (dot_half). Rows are split over OpenMP threads (torch's own libgomp, which is
@@ -33,8 +34,8 @@
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
-/* AVX-512 VNNI (Zen 4, Ice Lake and later; -march=native says): vpdpbusd in the repacked groups (rp_block_vnni),
-   and Q8_0 repacked too. -DLLMCHAT_NO_VNNI builds the AVX2 kernel on such a CPU (tests compare the two). */
+/* AVX-512 VNNI (Zen 4, Ice Lake and later; -march=native says): vpdpbusd in the repacked groups (rp_block_vnni).
+   -DLLMCHAT_NO_VNNI builds the AVX2 kernel on such a CPU (tests compare the two). */
 #if defined(__AVX2__) && defined(__AVX512VNNI__) && defined(__AVX512VL__) && !defined(LLMCHAT_NO_VNNI)
 #define RP_VNNI 1
 #else
@@ -682,7 +683,7 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
      Q4_K / Q5_K, per super-block: d[8], dmin[8] fp16, sc[8 blocks][8 rows], mn[8][8] u8, then per block
        qs[128] (qh[32])
      Q6_K, per super-block: d[8] fp16, sc[16][8] i8, then per block qs[128] qh[64]
-     Q8_0 (VNNI builds only), per block: d[8] fp16, then V_0 .. V_7 as whole bytes, code + 128 (w = d (u - 128)) */
+     Q8_0, per block: d[8] fp16, then V_0 .. V_7 as whole bytes, code + 128 (w = d (u - 128)) */
 #define RP 0x100
 #ifndef RP_RN
 #define RP_RN 4 /* activation rows a group's codes are unpacked for at a time */
@@ -700,7 +701,7 @@ static inline int q5_type(int type) { return type == T_Q5_0 || type == T_Q5_1 ||
 
 static inline int rp_type(int type) {
     return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q4_K || type == T_Q5_K ||
-           type == T_Q6_K || (RP_VNNI && type == T_Q8_0);
+           type == T_Q6_K || type == T_Q8_0;
 }
 
 /* Bytes a repacked row takes (8 rows = one group), or -1: the type is not repacked, or no AVX2 here. */
@@ -1012,6 +1013,57 @@ static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS
     (void)shi; (void)ohi;
 }
 
+/* Q8_0 groups without VNNI: codes + 128 (0..255) times int8 activations overflow maddubs' int16 pairs, so the
+   activations come as int16 (`q` holds int16 rows: x8, or the two passes joined, 254 q + q2, quantize_rem) and
+   the codes are widened to int16 for madd: 4 codes of 4 rows against 4 broadcast activations, 16 madd a block
+   and token for one pass or two alike (maddubs' sign trick would need a widening madd per product, and twice
+   that for two passes). Sums come out as rows 0 1 4 5 2 3 6 7 (hadd): scales and offsets take that order,
+   rp_micro puts the rows back. */
+#define RP16_ORDER _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
+static inline __attribute__((always_inline)) void rp_block16_v(RP_BLOCK_V_PARAMS) {
+    const int16_t *qa = (const int16_t *)q + b * QK;
+    __m256i lo[4], hi[4];
+    for (int k = 0; k < 8; k++) {
+        __m256i wl = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(V[k])), wh = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(V[k], 1));
+        for (int t = 0; t < RN; t++) {
+            long long a4;
+            memcpy(&a4, qa + t * cols + 4 * k, 8);
+            __m256i av = _mm256_set1_epi64x(a4);
+            __m256i pl = _mm256_madd_epi16(wl, av), ph = _mm256_madd_epi16(wh, av);
+            lo[t] = k ? _mm256_add_epi32(lo[t], pl) : pl;
+            hi[t] = k ? _mm256_add_epi32(hi[t], ph) : ph;
+        }
+    }
+    __m256 sp = _mm256_permutevar8x32_ps(slo, RP16_ORDER), op = _mm256_permutevar8x32_ps(olo, RP16_ORDER);
+    for (int t = 0; t < RN; t++) {
+        const float *sa = asum + t * ap + 2 * b;
+        __m256 a = _mm256_set1_ps(ad[t * nb + b]);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_hadd_epi32(lo[t], hi[t])), _mm256_mul_ps(sp, a), acc[t]);
+        aco[t] = _mm256_fmadd_ps(op, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+    }
+    (void)shi; (void)ohi; (void)type;
+}
+
+/* Q8_0 groups without VNNI, one pass: maddubs with the sign trick (|w| times a signed as w), as decode_tile's
+   tiles do: the codes are signed again (u ^ 0x80 = w), each product pair widened at once (two would overflow
+   int16), no offset (w = d q). */
+static inline __attribute__((always_inline)) void rp_block_q8s_v(RP_BLOCK_V_PARAMS) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256i S[4];
+    for (int k = 0; k < 8; k++) {
+        __m256i w = _mm256_xor_si256(V[k], flip), u = _mm256_abs_epi8(w);
+        for (int t = 0; t < RN; t++) {
+            int32_t a4;
+            memcpy(&a4, q + t * cols + b * QK + 4 * k, 4);
+            __m256i m = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(_mm256_set1_epi32(a4), w)), ones);
+            S[t] = k ? _mm256_add_epi32(S[t], m) : m;
+        }
+    }
+    for (int t = 0; t < RN; t++)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S[t]), _mm256_mul_ps(slo, _mm256_set1_ps(ad[t * nb + b])), acc[t]);
+    (void)shi; (void)olo; (void)ohi; (void)asum; (void)ap; (void)aco; (void)type;
+}
+
 /* Two passes as one (llmchat_qmatmul_precise on repacked groups): token t's rows are q + 2t cols (x8, scale d)
    and the next (the remainder on d2 = d / 254, quantize_rem), `ad` the matching scales, `asum` one row per token
    (both passes' offsets summed). Each pass's maddubs sums stay int16 as in rp_block_v; the two are joined in
@@ -1137,6 +1189,12 @@ static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS)
 #define RP_BLOCK2_V(type, ...) rp_block2_vnni_v(type, __VA_ARGS__)
 #else
 #define RP_BLOCK2_V(type, ...) rp_block2_v(type, __VA_ARGS__)
+#endif
+/* Q8_0 groups multiply int16 activations (rp_block16_v) where there is no VNNI. */
+#if RP_VNNI
+#define RP_WIDE(type) 0
+#else
+#define RP_WIDE(type) ((type) == T_Q8_0)
 #define RP_BLOCK_V(type, ...) rp_block_v(type, __VA_ARGS__)
 #define RP_BLOCK(type, ...) \
     ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
@@ -1154,6 +1212,13 @@ typedef struct {
         if (store) {                                                                                                    \
             rp_unpack(type, (P), dec[B].V);                                                                            \
             dec[B].slo = (SLO), dec[B].shi = (SHI), dec[B].olo = (OLO), dec[B].ohi = (OHI);                            \
+        } else if (RP_WIDE(type)) {                                                                                     \
+            __m256i V_[8];                                                                                              \
+            rp_unpack(type, (P), V_);                                                                                   \
+            if (fuse)                                                                                                   \
+                rp_block16_v(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);       \
+            else                                                                                                        \
+                rp_block_q8s_v(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);     \
         } else if (fuse) {                                                                                              \
             __m256i V_[8];                                                                                              \
             rp_unpack(type, (P), V_);                                                                                   \
@@ -1210,7 +1275,10 @@ static inline __attribute__((always_inline)) void rp_micro(const int type, const
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
     rp_walk(type, RN, fuse, grp, cols, ap, q, ad, asum, acc, aco, 0, NULL);
-    for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
+    for (int t = 0; t < RN; t++) {
+        __m256 v = _mm256_add_ps(acc[t], aco[t]);
+        _mm256_storeu_ps(y + t * 8, RP_WIDE(type) && fuse ? _mm256_permutevar8x32_ps(v, RP16_ORDER) : v);
+    }
 }
 
 /* The same from the group's decoded blocks: loads where rp_micro unpacks and converts (the same numbers). */
@@ -1221,12 +1289,19 @@ static inline __attribute__((always_inline)) void rp_micro_dec(const int type, c
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        if (fuse)
+        if (RP_WIDE(type) && fuse)
+            rp_block16_v(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+        else if (RP_WIDE(type))
+            rp_block_q8s_v(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+        else if (fuse)
             RP_BLOCK2_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
         else
             RP_BLOCK_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
     }
-    for (int t = 0; t < RN; t++) _mm256_storeu_ps(y + t * 8, _mm256_add_ps(acc[t], aco[t]));
+    for (int t = 0; t < RN; t++) {
+        __m256 v = _mm256_add_ps(acc[t], aco[t]);
+        _mm256_storeu_ps(y + t * 8, RP_WIDE(type) && fuse ? _mm256_permutevar8x32_ps(v, RP16_ORDER) : v);
+    }
 }
 
 typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const float *, const float *, float *);
@@ -1258,20 +1333,12 @@ typedef void (*rpg_fn)(const uint8_t *, int64_t, rp_dec *);
 RPF4(T_Q4_0) RPF4(T_Q4_1) RPF4(T_Q5_0) RPF4(T_Q5_1) RPF4(T_Q4_K) RPF4(T_Q5_K) RPF4(T_Q6_K)
 #define RPROW(T) {0, rp_##T##_1, rp_##T##_2, rp_##T##_3, rp_##T##_4}
 #define RPROW2(T) {0, rp2_##T##_1, rp2_##T##_2, rp2_##T##_3, rp2_##T##_4}
-#if RP_VNNI
 RPF4(T_Q8_0)
 #define RPROW_Q8 RPROW(T_Q8_0)
 #define RPROW2_Q8 RPROW2(T_Q8_0)
 #define RPDROW_Q8 RPDROW(T_Q8_0)
 #define RPDROW2_Q8 RPDROW2(T_Q8_0)
 #define RPG_Q8 rpg_T_Q8_0
-#else
-#define RPROW_Q8 {0, 0, 0, 0, 0} /* Q8_0 rows stay as filed without VNNI (rp_type) */
-#define RPROW2_Q8 {0, 0, 0, 0, 0}
-#define RPDROW_Q8 {0, 0, 0, 0, 0}
-#define RPDROW2_Q8 {0, 0, 0, 0, 0}
-#define RPG_Q8 0
-#endif
 static inline int rp_index(int type) {
     return type == T_Q4_0 ? 0 : type == T_Q4_1 ? 1 : type == T_Q5_0 ? 2 : type == T_Q5_1 ? 3 : type == T_Q4_K ? 4
          : type == T_Q5_K ? 5 : type == T_Q6_K ? 6 : 7;
@@ -1339,8 +1406,8 @@ static float dot_half(int type, const uint8_t *w, const float *x, int64_t cols) 
     return total;
 }
 
-static _Thread_local void *act_buf, *tile_buf, *dec_buf, *sum_buf;
-static _Thread_local size_t act_cap, tile_cap, dec_cap, sum_cap;
+static _Thread_local void *act_buf, *tile_buf, *dec_buf, *sum_buf, *wide_buf;
+static _Thread_local size_t act_cap, tile_cap, dec_cap, sum_cap, wide_cap;
 /* Whether a prompt's groups of this type are unpacked once (rp_dec) rather than per RP_RN activation rows:
    Q6_K on AVX2, 1.11-1.16x on ~1B matmuls at 64-200 tokens (bench/matmul.py); the 4- and 5-bit types
    unpack in registers faster than they load 384 bytes a block (0.84-0.96x), and the VNNI build is unmeasured.
@@ -1382,14 +1449,32 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
 #ifdef __AVX2__
     if (rp) { /* every token against each group: up to RP_RN activation rows at a time, sharing the unpacked codes;
                  two passes fused (rp_block2_v: 2-3 tokens at a time, their sums joined in integers) */
-        const int fuse = na == 2, per = fuse ? RP_FUSED_TOKENS(RP_DECODES(type)) : RP_RN; /* tokens a call */
+        /* two passes: fused (rp_block2_v), or for Q8_0 without VNNI one int16 activation row a token (rp_block16_v,
+           `wide`, through the fused functions); one pass: one int8 row a token */
+        const int wide = RP_WIDE(type) && na == 2, fuse = na == 2 && !wide;
+        const int per = fuse ? RP_FUSED_TOKENS(RP_DECODES(type)) : RP_RN; /* tokens a call */
         const float *as = asum;
-        if (fuse) { /* one offset row per token: both passes' sums */
+        if (na == 2) { /* one offset row per token: both passes' sums */
             float *comb = scratch(&sum_buf, &sum_cap, sizeof(float) * (size_t)(T * ap));
             if (!comb) return -2;
             for (int64_t t = 0; t < T; t++)
                 for (int64_t k = 0; k < ap; k++) comb[t * ap + k] = asum[2 * t * ap + k] + asum[(2 * t + 1) * ap + k];
             as = comb;
+        }
+        const int8_t *qs = q;
+        const float *ds = ad;
+        if (wide) { /* int16 rows: x8, or 254 x8 + the remainder's codes on d / 254 (its scale) */
+            size_t wbytes = (size_t)(T * cols) * sizeof(int16_t);
+            char *wb = scratch(&wide_buf, &wide_cap, wbytes + sizeof(float) * (size_t)(T * nb));
+            if (!wb) return -2;
+            int16_t *a16 = (int16_t *)wb;
+            float *d16 = (float *)(wb + wbytes);
+            for (int64_t t = 0; t < T; t++) {
+                const int8_t *q1 = q + t * na * cols, *q2 = q1 + cols;
+                for (int64_t c = 0; c < cols; c++) a16[t * cols + c] = (int16_t)(na == 2 ? 254 * q1[c] + q2[c] : q1[c]);
+                memcpy(d16 + t * nb, ad + (t * na + na - 1) * nb, sizeof(float) * (size_t)nb);
+            }
+            qs = (const int8_t *)a16, ds = d16;
         }
         /* several calls per group: the group is unpacked once (rp_dec, 12 bytes a weight: L1 / L2 sized) */
         const int decode = T > per && RP_DECODES(type);
@@ -1398,21 +1483,18 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
             float out[4 * 8];
             rp_dec *dec = decode ? scratch(&dec_buf, &dec_cap, sizeof(rp_dec) * (size_t)nb) : NULL;
             if (dec) rpg_pick(type)(w + 8 * g * rb, cols, dec);
-            for (int64_t t0 = 0; t0 < (fuse ? T : A); t0 += per) {
-                int rn = (fuse ? T : A) - t0 < per ? (int)((fuse ? T : A) - t0) : per;
-                const int8_t *qt = q + t0 * na * cols;
-                const float *at = ad + t0 * na * nb, *st = as + t0 * (fuse ? 1 : na) * ap;
+            const int64_t n = fuse || wide ? T : A; /* micro-kernel rows: tokens, or A int8 rows (one pass, or two apart) */
+            for (int64_t t0 = 0; t0 < n; t0 += per) {
+                int rn = n - t0 < per ? (int)(n - t0) : per;
+                const int8_t *qt = wide ? qs + 2 * t0 * cols : q + t0 * (fuse ? 2 : 1) * cols;
+                const float *at = ds + t0 * (fuse ? 2 : 1) * nb, *st = as + t0 * ap;
                 if (dec)
-                    rpd_pick(type, rn, fuse)(dec, cols, ap, qt, at, st, out);
+                    rpd_pick(type, rn, na == 2)(dec, cols, ap, qt, at, st, out);
                 else
-                    rp_pick(type, rn, fuse)(w + 8 * g * rb, cols, ap, qt, at, st, out);
+                    rp_pick(type, rn, na == 2)(w + 8 * g * rb, cols, ap, qt, at, st, out);
                 for (int j = 0; j < rn; j++) {
-                    int64_t row = fuse ? t0 + j : (t0 + j) / na; /* unfused two passes: rows t * 2 + n */
-                    float *yr = y + row * rows + 8 * g;
-                    for (int i = 0; i < 8; i++) {
-                        if (!fuse && na > 1 && (t0 + j) % na) yr[i] += out[j * 8 + i];
-                        else yr[i] = out[j * 8 + i];
-                    }
+                    float *yr = y + (t0 + j) * rows + 8 * g;
+                    for (int i = 0; i < 8; i++) yr[i] = out[j * 8 + i];
                 }
             }
         }

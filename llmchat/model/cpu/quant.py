@@ -1,7 +1,7 @@
 """Weights kept in the form they are computed in: GGUF blocks, 16-bit floats, float, int4 groups, int8 channels, int8 groups.
 
 - `GgufLinear`: a GGUF tensor's blocks on llmchat's compiled kernel (native.py, qdot.c): int8
-  activations x the file's own grid, the 4-6 bit types (and Q8_0 where the kernel has AVX-512 VNNI)
+  activations x the file's own grid, the 4-6 bit types and Q8_0
   repacked at load into 8-row interleaved groups (`from_file`); float16 / bfloat16 weights kept in their 16 bits (`half`). This is what
   `quant = auto` gives on any machine with a C compiler.
 - Without the kernel (no compiler, `LLMCHAT_NATIVE=0`): thin wrappers over torch's own packed CPU
@@ -179,7 +179,7 @@ class GgufLinear(_Stored):
 
     `blocks` is [out, row bytes] uint8; `info` is [type, in, repacked]. As the file holds them (repacked 0),
     rows can be picked, permuted and concatenated like any matrix (weights.py does, then `from_file`).
-    Repacked (1, `from_file` for the 4-6 bit types, and Q8_0 with VNNI, when out is a multiple of 8): every 8 rows are one group
+    Repacked (1, `from_file` for the 4-6 bit types and Q8_0, when out is a multiple of 8): every 8 rows are one group
     in qdot.c's interleaved layout (llmchat_repack), the same codes and scales in the order its kernel
     reads them, 1.3-2.5x faster for one token. kind is "gguf-<type>", e.g. "gguf-q8_0".
     """

@@ -34,7 +34,7 @@ from ...paths import atomic_file
 from . import quant as Q
 from .llama import CpuLlama, Layer, Rows, Shape, Unsupported, interleave_order, rope_inv_freq
 
-PACK_FORMAT = 8  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel; 8: repacked in groups of 8 rows, 16-bit floats kept
+PACK_FORMAT = 9  # 7: GGUF blocks kept as gguf_blocks for the compiled kernel; 8: repacked in groups of 8 rows, 16-bit floats kept; 9: Q8_0 repacked on AVX2 too
 
 _GGUF_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -250,7 +250,7 @@ def pack_name(quant: str, dtype: torch.dtype, config: dict) -> str:
     part shared by every version of this (quant, dtype) pair, so that stale ones can be removed."""
     from . import native
 
-    lib = native.library()  # what the packing is for: Q8_0 is repacked only where the kernel has VNNI
+    lib = native.library()  # what the packing is for (the VNNI and AVX2 builds lay out the same groups; kept apart all the same)
     kernel = ("qdot" + ("-rp" if Q.REPACK else "") + ("-vnni" if lib.llmchat_features() & 2 else "")) if lib else "torch"
     key = (f"{PACK_FORMAT}|{kernel}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|"
            f"{json.dumps(config, sort_keys=True)}")
