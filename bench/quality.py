@@ -6,7 +6,7 @@ against the same file dequantized to float32, both on llmchat's forward.
 For each 135M file: the first greedy token (of 32) where the two differ, and the mean NLL on a
 fixed text (tests/data/fixed_text.md, the opening of README.md as of 2026-12-04, which tests/test_fast.py
 reads too; kept apart so that README edits do not move the figures) of each, with the relative difference: as a
-prompt runs (two int8 passes, the default) and with one pass (LLMCHAT_PROMPT_PASSES=1, the
+prompt runs (two int8 passes, the default) and with one pass (prompt_passes = 1 / LLMCHAT_PROMPT_PASSES=1, the
 arithmetic of each generated token but down_proj's).
 """
 
@@ -26,7 +26,6 @@ from llmchat.config.registry import load_registry  # noqa: E402
 from llmchat.engine.events import Finished  # noqa: E402
 from llmchat.engine.loop import generate  # noqa: E402
 from llmchat.engine.sampling import SamplingParams  # noqa: E402
-from llmchat.model.cpu import quant as Q  # noqa: E402
 from llmchat.model.load import load  # noqa: E402
 from scale import DEFAULT_FORMATS, bench_dir, default_gguf  # noqa: E402
 
@@ -62,11 +61,11 @@ def main() -> None:
         a, b = greedy(fast, prompt), greedy(exact, prompt)
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         q, f = nll(fast, ids), nll(exact, ids)
-        Q.PROMPT_PASSES = 1  # the decode path's arithmetic: one int8 pass (two for down_proj)
+        fast.model.prompt_passes = 1  # the decode path's arithmetic: one int8 pass (two for down_proj)
         try:
             one = nll(fast, ids)
         finally:
-            Q.PROMPT_PASSES = 2
+            fast.model.prompt_passes = 2
         print(f"| {fmt} | {fast.quant} | {same}/{len(b)} | {q:.4f} | {one:.4f} | {f:.4f} | {100 * (q - f) / f:+.2f}% | "
               f"{100 * (one - f) / f:+.2f}% |", flush=True)
 

@@ -75,6 +75,7 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
     "family": str,
     "dtype": str,
     "quant": str,
+    "prompt_passes": int,
     "device": str,
     "max_memory": dict,
     "context": int,
@@ -95,8 +96,8 @@ ENTRY_KEYS: dict[str, type | tuple[type, ...]] = {
 # Keys that only mean something for a remote engine (`url`), and keys that only mean something
 # for weights loaded here.
 REMOTE_ONLY = ("engine", "model", "api_key_env", "tokenizer", "timeout")
-LOCAL_ONLY = ("dtype", "quant", "device", "max_memory", "trust_remote_code", "allow_pickle", "allow_download",
-              "chat_template")
+LOCAL_ONLY = ("dtype", "quant", "prompt_passes", "device", "max_memory", "trust_remote_code", "allow_pickle",
+              "allow_download", "chat_template")
 URL = re.compile(r"^(?:(?P<engine>[a-z.]+)\+)?(?P<url>https?://[^\s/]+(?:/\S*)?)$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -124,6 +125,7 @@ class ModelSpec:
     family: str | None = None
     dtype: str = "auto"
     quant: str = "auto"  # auto | none | int8 | int4 (see model.load.resolve_quant)
+    prompt_passes: int | None = None  # GGUF blocks on the CPU: a prompt's int8 activation passes (None: 2, or $LLMCHAT_PROMPT_PASSES)
     device: str = "auto"
     max_memory: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     context: int | None = None
@@ -272,6 +274,10 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         if key in entry and entry[key] not in allowed:
             raise ConfigError(f"{path}:{lines.find(('models', alias, key))}: models.{alias}.{key} = {entry[key]!r} is not one of {', '.join(allowed)}",
                               "pick one of those")
+    if "prompt_passes" in entry and entry["prompt_passes"] not in (1, 2):
+        raise ConfigError(f"{path}:{lines.find(('models', alias, 'prompt_passes'))}: models.{alias}.prompt_passes = "
+                          f"{entry['prompt_passes']!r} is not 1 or 2",
+                          "2 computes prompts to float32's accuracy (the default), 1 as llama.cpp does, faster")
     if "context" in entry and entry["context"] <= 0:
         raise ConfigError(f"{path}:{lines.find(('models', alias, 'context'))}: context must be positive", "remove it or give a token count")
     sampling = entry.get("sampling", {})
@@ -307,6 +313,7 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         family=entry.get("family"),
         dtype=entry.get("dtype", "auto"),
         quant=entry.get("quant", "auto"),
+        prompt_passes=entry.get("prompt_passes"),
         device=entry.get("device", "auto"),
         max_memory=MappingProxyType({str(k): str(v) for k, v in entry.get("max_memory", {}).items()}),
         context=entry.get("context"),

@@ -160,6 +160,10 @@ class CpuLlama:
         for layer in layers:  # down_proj reads SwiGLU's outliers: int8 rounding there flips near ties (quant.GgufLinear)
             if hasattr(layer.down, "precise"):
                 layer.down.precise = True
+        # A prompt's int8 activation passes on GGUF blocks: 2, float32's distribution to rounding (quant.GgufLinear);
+        # 1, as llama.cpp (and as each generated token but down_proj), prefill ~1.3-1.5x faster. models.toml's
+        # prompt_passes sets it per model (cpu/load.py), LLMCHAT_PROMPT_PASSES for every model.
+        self.prompt_passes = _default_prompt_passes()
         from .threads import ThreadPolicy
 
         self._threads = ThreadPolicy()  # fewer threads while another process holds a core (threads.py)
@@ -256,15 +260,17 @@ class CpuLlama:
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: StaticKV, logits_to_keep: int = 0, prompt: bool = False) -> torch.Tensor:
         """Logits of the last `logits_to_keep` positions (all with 0). A prompt (`prompt`, or any T > 1) runs
-        its GGUF matmuls in two int8 passes (quant.PROMPT_PASSES), a generated token in one but down_proj's."""
+        its GGUF matmuls in `prompt_passes` int8 passes (2 by default), a generated token in one but down_proj's."""
         s = self.shape
         T, start = ids.shape[0], cache.length
-        exact = (prompt or T > 1) and quant.PROMPT_PASSES == 2
+        exact = (prompt or T > 1) and self.prompt_passes == 2
         if T == 1 and self._step is not None and not exact:
             return self._decode_step(ids, cache)
 
         def mm(lin, h):
-            return lin(h, precise=True) if exact and isinstance(lin, GgufLinear) else lin(h)
+            if isinstance(lin, GgufLinear):  # two passes for a prompt, or where the linear asks (down_proj)
+                return lin(h, precise=exact or lin.precise)
+            return lin(h)
 
         end = start + T
         cache._reserve(end)
@@ -322,6 +328,10 @@ class CpuLlama:
         out = torch.empty_like(x)
         self._lib.llmchat_rmsnorm(x.data_ptr(), weight.data_ptr(), x.shape[0], x.shape[1], eps, out.data_ptr())
         return out
+
+
+def _default_prompt_passes() -> int:
+    return quant.PROMPT_PASSES  # (CpuLlama.__init__'s `quant` argument shadows the module)
 
 
 def _parts(linear) -> tuple:

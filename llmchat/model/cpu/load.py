@@ -23,6 +23,14 @@ from .llama import Shape, Unsupported
 def load_cpu(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, progress: Progress, force: bool,
              context: int):
     """(CpuLlama, packed-now?, None) or (None, False, why) when this model needs transformers' code."""
+    model, packed, why = _load_cpu(spec, folder, config, quant, dtype, progress, force, context)
+    if model is not None and spec.prompt_passes is not None:
+        model.prompt_passes = spec.prompt_passes
+    return model, packed, why
+
+
+def _load_cpu(spec: ModelSpec, folder: Path, config: dict, quant: str, dtype, progress: Progress, force: bool,
+              context: int):
     try:
         from .llama import rope_inv_freq
 

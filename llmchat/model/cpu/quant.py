@@ -264,7 +264,8 @@ class GgufLinear(_Stored):
 
 
 # How many int8 passes a prompt's rows take (GgufLinear): 2, float32's distribution to rounding (the default),
-# or LLMCHAT_PROMPT_PASSES=1, one pass as llama.cpp does: prefill ~1.6x faster, a prompt's logits off by ~0.1-0.5.
+# or LLMCHAT_PROMPT_PASSES=1, one pass as llama.cpp does: prefill ~1.3-1.5x faster, a prompt's logits off by ~0.1-0.5.
+# The default of CpuLlama.prompt_passes, which models.toml's prompt_passes sets per model.
 PROMPT_PASSES = 1 if os.environ.get("LLMCHAT_PROMPT_PASSES", "2").strip() == "1" else 2
 
 # qdot.c's flag on a type code: the rows are repacked (GgufLinear.from_file). LLMCHAT_REPACK=0 keeps the file's
