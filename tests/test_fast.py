@@ -447,3 +447,15 @@ def test_prompt_passes_trade_the_first_tokens_accuracy_for_speed(smollm2, smollm
     two, single = (first(smollm2) - exact).abs().max(), (first(one) - exact).abs().max()
     assert two < 1e-3
     assert 5 * two < single < 0.06
+
+
+def test_a_server_is_keyed_on_prompt_passes(tmp_path):
+    """A server started before prompt_passes changed in models.toml is not found (it computes prompts otherwise)."""
+    from llmchat.serve.paths import server_key
+
+    toml = tmp_path / "m.toml"
+    keys = set()
+    for extra in ("", "prompt_passes = 1\n", "prompt_passes = 2\n"):
+        toml.write_text('[models.x]\ngguf = "x.gguf"\n' + extra)
+        keys.add(server_key(load_registry(toml).get("x"), dtype=None, quant=None, device=None))
+    assert len(keys) == 3

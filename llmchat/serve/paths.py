@@ -39,7 +39,7 @@ def server_key(spec, *, dtype: str | None, quant: str | None, device: str | None
         "dtype": dtype or spec.dtype, "quant": quant or spec.quant, "device": device or spec.device,
         "family": spec.family, "context": spec.context, "system": spec.system, "thinking": spec.thinking,
         "chat_template": spec.chat_template, "trust_remote_code": spec.trust_remote_code,
-        "allow_pickle": spec.allow_pickle, "max_memory": dict(spec.max_memory),
+        "allow_pickle": spec.allow_pickle, "max_memory": dict(spec.max_memory), "prompt_passes": spec.prompt_passes,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
