@@ -1447,10 +1447,9 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
                          asum + (a0 + 1) * ap, ap);
     }
 #ifdef __AVX2__
-    if (rp) { /* every token against each group: up to RP_RN activation rows at a time, sharing the unpacked codes;
-                 two passes fused (rp_block2_v: 2-3 tokens at a time, their sums joined in integers) */
-        /* two passes: fused (rp_block2_v), or for Q8_0 without VNNI one int16 activation row a token (rp_block16_v,
-           `wide`, through the fused functions); one pass: one int8 row a token */
+    if (rp) { /* every token against each group, `per` tokens a call sharing the unpacked codes. One pass: an int8 row
+                 a token (4 a call). Two passes: fused (rp_block2_v, 2-3 tokens a call, their sums joined in integers),
+                 or for Q8_0 without VNNI one int16 row a token (rp_block16_v, `wide`, through the fused functions). */
         const int wide = RP_WIDE(type) && na == 2, fuse = na == 2 && !wide;
         const int per = fuse ? RP_FUSED_TOKENS(RP_DECODES(type)) : RP_RN; /* tokens a call */
         const float *as = asum;
@@ -1483,9 +1482,8 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
             float out[4 * 8];
             rp_dec *dec = decode ? scratch(&dec_buf, &dec_cap, sizeof(rp_dec) * (size_t)nb) : NULL;
             if (dec) rpg_pick(type)(w + 8 * g * rb, cols, dec);
-            const int64_t n = fuse || wide ? T : A; /* micro-kernel rows: tokens, or A int8 rows (one pass, or two apart) */
-            for (int64_t t0 = 0; t0 < n; t0 += per) {
-                int rn = n - t0 < per ? (int)(n - t0) : per;
+            for (int64_t t0 = 0; t0 < T; t0 += per) {
+                int rn = T - t0 < per ? (int)(T - t0) : per;
                 const int8_t *qt = wide ? qs + 2 * t0 * cols : q + t0 * (fuse ? 2 : 1) * cols;
                 const float *at = ds + t0 * (fuse ? 2 : 1) * nb, *st = as + t0 * ap;
                 if (dec)
