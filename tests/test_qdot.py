@@ -6,9 +6,9 @@
   the plain float product;
 - one token (the fused decode loop) and many (the tiled prefill loop) give the same rows;
 - embedding rows come out exactly as gguf-py dequantizes them;
-- rows repacked in groups of 8 (the 4-6 bit types) keep the file's values exactly and give its products;
+- rows repacked in groups of 8 (the 4-6 bit types and Q8_0) keep the file's values exactly and give its products;
 - float16 / bfloat16 rows give the float product of their values (no activation quantization);
-- the portable build (no AVX2) gives the same numbers, and the AVX2 build the VNNI one's to the bit; no compiler means torch's kernels, said why.
+- the portable build (no AVX2) gives the same numbers, and the AVX2 build the VNNI one's to the bit (Q8_0's one pass: to rounding); no compiler means torch's kernels, said why.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_kernel_computes_the_files_grid_times_int8_activations(lib, kind_name, t
 @pytest.mark.parametrize("kind_name", list(TYPES))
 @pytest.mark.parametrize("rows", [36, 40])
 def test_one_token_and_many_give_the_same_rows(lib, kind_name, rows):
-    cols = 512  # 36 rows: not a multiple of the 8-row tile, kept as filed; 40: repacked (4-6 bit types)
+    cols = 512  # 36 rows: not a multiple of the 8-row tile, kept as filed; 40: repacked (4-6 bit types, Q8_0)
     data = blocks_of(kind_name, rows, cols, seed=3)
     lin = linear(kind_name, data, cols)
     assert lin.repacked == (rows % 8 == 0 and kind_name in REPACKED)
@@ -149,10 +149,11 @@ def test_rows_that_do_not_fill_groups_stay_as_filed(lib):
 
 @pytest.mark.parametrize("kind_name", list(TYPES))
 def test_precise_activations_take_the_int8_rounding_error_away(lib, kind_name):
-    """down_proj's two int8 passes (x8, then the remainder x - x8 quantized again), in one sweep over the
-    weights: ~100x closer to the float product than one pass, and one token or many (1, 2, 3 and 4
-    activation rows to a tile, and a tail) give the same rows."""
-    for rows in (20, 24):  # as filed, and repacked for the 4-6 bit types
+    """down_proj's two int8 passes (x8, then the remainder x - x8 quantized again on d / 254), in one sweep over
+    the weights (on repacked groups joined into one 16-bit activation): ~100x closer to the float product than
+    one pass, and one token or many (1-4 activation rows to a tile or tokens to a call, and a tail) give the
+    same rows."""
+    for rows in (20, 24):  # as filed (two rows apart), and repacked (two passes fused)
         _precise_check(kind_name, rows)
 
 
@@ -245,8 +246,8 @@ def test_the_portable_build_gives_the_same_numbers(tmp_path):
 def test_the_vnni_and_avx2_kernels_give_the_same_numbers(lib, tmp_path):
     """Where the CPU has AVX-512 VNNI, the repacked groups multiply with vpdpbusd (rp_block_vnni); the AVX2
     build of the same source (maddubs, -DLLMCHAT_NO_VNNI) must give the same floats, bit for bit: the same
-    integer sums, scaled in the same order (Q8_0, repacked only here: its file layout's product to float
-    rounding). One token and a prompt, one pass and two."""
+    integer sums, scaled in the same order (Q8_0 to float rounding: without VNNI its one pass takes the sign
+    trick on signed codes). One token and a prompt, one pass and two."""
     if not lib.llmchat_features() & 2:
         pytest.skip("no AVX-512 VNNI on this CPU: the AVX2 kernel is the one that runs (the other tests check it)")
     import ctypes

@@ -12,7 +12,7 @@
  * rows' scales together): one maddubs of a broadcast activation group serves 8 rows, for one token
  * (decode) and for every token of a prompt alike (rp_micro), with no decoding per call. Where the
  * compiler targets AVX-512 VNNI (-march=native on Zen 4, Ice Lake and later), one vpdpbusd replaces a
- * maddubs and its widening (rp_block_vnni): the same integers, 1.05-1.25x faster. Q8_0 is repacked too,
+ * maddubs and its widening (rp_block_vnni): the same integers (Q8_0's one pass aside), 1.05-1.25x faster. Q8_0 is repacked too,
  * its codes + 128, unsigned, as vpdpbusd takes them; without VNNI (maddubs would overflow int16 on them) its
  * groups take the sign trick for one pass (rp_block_q8s_v) and int16 activations for two (rp_block16_v). Rows as
  * the file holds them (a matrix whose rows are not a multiple of 8; LLMCHAT_REPACK=0) run one row
@@ -27,6 +27,7 @@
  * Built on first use by native.py with the machine's C compiler (-O3 -march=native -fopenmp); a
  * machine without AVX2 gets the portable loops at the end, slower but the same numbers.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -260,7 +261,7 @@ static void quantize_rem(const float *x, int64_t cols, const int8_t *q, const fl
 #else
         for (int j = 0; j < QK; j++) rr[j] = x[b * QK + j] - q[b * QK + j] * d;
 #endif
-        quantize_block(rr, d / 254.f, d > 0 ? 254.f / d : 0.f, q2 + b * QK, ad2 + b, asum2 + 2 * b);
+        quantize_block(rr, d / 254.f, d > 254.f / FLT_MAX ? 254.f / d : 0.f, q2 + b * QK, ad2 + b, asum2 + 2 * b);
     }
     for (int64_t k = 2 * (cols / QK); k < ap; k++) asum2[k] = 0.f;
 }
@@ -692,6 +693,9 @@ static float dot_decoded(const uint8_t *u, const float *s, const float *o, int i
    on ~1B matmuls at 200 tokens (bench/matmul.py), but 2 where a prompt's groups are unpacked once (Q6_K on AVX2,
    RP_DECODES below: 3 was 0.96-0.99x there) and 4 slower for most. -DRP_RN2=N fixes it (A/B). */
 #ifdef RP_RN2
+#if RP_RN2 < 1 || RP_RN2 > 4
+#error "RP_RN2 must be 1 to 4 (the micro-kernels hold 4 tokens' accumulators)"
+#endif
 #define RP_FUSED_TOKENS(decode) RP_RN2
 #else
 #define RP_FUSED_TOKENS(decode) ((decode) ? 2 : 3)
@@ -1013,12 +1017,12 @@ static inline __attribute__((always_inline)) void rp_block_pairs(RP_BLOCK_PARAMS
     (void)shi; (void)ohi;
 }
 
-/* Q8_0 groups without VNNI: codes + 128 (0..255) times int8 activations overflow maddubs' int16 pairs, so the
-   activations come as int16 (`q` holds int16 rows: x8, or the two passes joined, 254 q + q2, quantize_rem) and
-   the codes are widened to int16 for madd: 4 codes of 4 rows against 4 broadcast activations, 16 madd a block
-   and token for one pass or two alike (maddubs' sign trick would need a widening madd per product, and twice
-   that for two passes). Sums come out as rows 0 1 4 5 2 3 6 7 (hadd): scales and offsets take that order,
-   rp_micro puts the rows back. */
+/* Q8_0 groups without VNNI, two passes: codes + 128 (0..255) times int8 activations overflow maddubs' int16 pairs,
+   so the two passes come joined as one int16 activation (`q` holds int16 rows, 254 q + q2, quantize_rem) and the
+   codes are widened to int16 for madd: 4 codes of 4 rows against 4 broadcast activations, 16 madd a block and
+   token (the sign trick, rp_block_q8s_v, would need a widening madd per product and pass: as many). Sums come
+   out as rows 0 1 4 5 2 3 6 7 (hadd): scales and offsets take that order, rp_micro / rp_micro_dec put the rows
+   back. */
 #define RP16_ORDER _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7)
 static inline __attribute__((always_inline)) void rp_block16_v(RP_BLOCK_V_PARAMS) {
     const int16_t *qa = (const int16_t *)q + b * QK;
@@ -1120,7 +1124,8 @@ static inline __attribute__((always_inline)) void rp_block2_v(RP_BLOCK_V_PARAMS)
 /* With AVX-512 VNNI (Zen 4, Ice Lake and later): one vpdpbusd multiplies V_k's 4 codes of each row with the
    4 broadcast activation codes and adds the sum to an int32 lane -- maddubs, the int16 adds and the
    widening madd in one instruction, exact (no int16 sums at all). Two chains per activation row (V_0..3,
-   V_4..7: Q6_K's two per-16 scales). The same integers as rp_block, so the same floats. */
+   V_4..7: Q6_K's two per-16 scales). The same integers as rp_block, so the same floats (Q8_0 one pass aside:
+   without VNNI it takes the sign trick on signed codes, rp_block_q8s_v, equal to float rounding). */
 static inline __attribute__((always_inline)) void rp_block_vnni_v(RP_BLOCK_V_PARAMS) {
     const int six = type == T_Q6_K;
     for (int t = 0; t < RN; t++) {
@@ -1367,7 +1372,8 @@ static rpg_fn rpg_pick(int type) {
 #endif
 
 /* What this build's kernels use: 1 AVX2 (maddubs), 2 AVX-512 VNNI (vpdpbusd in the repacked groups), or 0,
-   the portable loops. Both AVX paths give the same integers, so the same floats (tests/test_qdot.py). */
+   the portable loops. Both AVX paths give the same integers, so the same floats, but for Q8_0's one pass (the sign
+   trick without VNNI: equal to float rounding; tests/test_qdot.py). */
 int llmchat_features(void) {
 #if defined(__AVX2__) && RP_VNNI
     return 3;
@@ -1406,9 +1412,13 @@ static float dot_half(int type, const uint8_t *w, const float *x, int64_t cols) 
     return total;
 }
 
-static _Thread_local void *act_buf, *tile_buf, *dec_buf, *sum_buf, *wide_buf;
-static _Thread_local size_t act_cap, tile_cap, dec_cap, sum_cap, wide_cap;
-/* Whether a prompt's groups of this type are unpacked once (rp_dec) rather than per RP_RN activation rows:
+static _Thread_local void *act_buf, *tile_buf, *dec_buf;
+static _Thread_local size_t act_cap, tile_cap, dec_cap;
+#ifdef __AVX2__
+static _Thread_local void *sum_buf, *wide_buf; /* the repacked branch's per-token offsets and int16 rows */
+static _Thread_local size_t sum_cap, wide_cap;
+#endif
+/* Whether a prompt's groups of this type are unpacked once (rp_dec) rather than per call of `per` tokens:
    Q6_K on AVX2, 1.11-1.16x on ~1B matmuls at 64-200 tokens (bench/matmul.py); the 4- and 5-bit types
    unpack in registers faster than they load 384 bytes a block (0.84-0.96x), and the VNNI build is unmeasured.
    -DRP_DECODE=0 turns it off (A/B). */
@@ -1456,22 +1466,24 @@ static int qmatmul(int type, const uint8_t *w, int64_t rows, int64_t cols, const
         if (na == 2) { /* one offset row per token: both passes' sums */
             float *comb = scratch(&sum_buf, &sum_cap, sizeof(float) * (size_t)(T * ap));
             if (!comb) return -2;
+#pragma omp parallel for schedule(static) if (T * cols >= 4096)
             for (int64_t t = 0; t < T; t++)
                 for (int64_t k = 0; k < ap; k++) comb[t * ap + k] = asum[2 * t * ap + k] + asum[(2 * t + 1) * ap + k];
             as = comb;
         }
         const int8_t *qs = q;
         const float *ds = ad;
-        if (wide) { /* int16 rows: x8, or 254 x8 + the remainder's codes on d / 254 (its scale) */
+        if (wide) { /* int16 rows: 254 x8 + the remainder's codes, on the remainder's scale d / 254 */
             size_t wbytes = (size_t)(T * cols) * sizeof(int16_t);
             char *wb = scratch(&wide_buf, &wide_cap, wbytes + sizeof(float) * (size_t)(T * nb));
             if (!wb) return -2;
             int16_t *a16 = (int16_t *)wb;
             float *d16 = (float *)(wb + wbytes);
+#pragma omp parallel for schedule(static) if (T * cols >= 4096)
             for (int64_t t = 0; t < T; t++) {
-                const int8_t *q1 = q + t * na * cols, *q2 = q1 + cols;
-                for (int64_t c = 0; c < cols; c++) a16[t * cols + c] = (int16_t)(na == 2 ? 254 * q1[c] + q2[c] : q1[c]);
-                memcpy(d16 + t * nb, ad + (t * na + na - 1) * nb, sizeof(float) * (size_t)nb);
+                const int8_t *q1 = q + 2 * t * cols, *q2 = q1 + cols;
+                for (int64_t c = 0; c < cols; c++) a16[t * cols + c] = (int16_t)(254 * q1[c] + q2[c]);
+                memcpy(d16 + t * nb, ad + (2 * t + 1) * nb, sizeof(float) * (size_t)nb);
             }
             qs = (const int8_t *)a16, ds = d16;
         }
