@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -302,13 +303,18 @@ def test_quant_is_refused_where_it_cannot_run(registry):
         load(registry.get("tiny-llama"), device="cpu", quant="int3")
 
 
-def test_registry_validates_quant(tmp_path):
+@pytest.mark.parametrize("key, bad, good, allowed", [("quant", '"int2"', '"int8"', "auto, none, int8, int4"),
+                                                     ("prompt_passes", "3", "1", "1, 2")])
+def test_registry_validates_quant_and_prompt_passes(tmp_path, key, bad, good, allowed):
     toml = tmp_path / "m.toml"
-    toml.write_text('[models.x]\ngguf = "x.gguf"\nquant = "int2"\n')
-    with pytest.raises(ConfigError, match=r"m.toml:3: models.x.quant = 'int2' is not one of auto, none, int8, int4"):
+    toml.write_text(f'[models.x]\ngguf = "x.gguf"\n{key} = {bad}\n')
+    with pytest.raises(ConfigError, match=rf"m.toml:3: models.x.{key} = {bad.replace(chr(34), chr(39))} is not one of {allowed}"):
         load_registry(toml)
-    toml.write_text('[models.x]\ngguf = "x.gguf"\nquant = "int8"\n')
-    assert load_registry(toml).get("x").quant == "int8"
+    toml.write_text(f'[models.x]\nurl = "http://127.0.0.1:9"\n{key} = {good}\n')
+    with pytest.raises(ConfigError, match=rf"`{key}` does not apply here"):  # weights loaded here only
+        load_registry(toml)
+    toml.write_text(f'[models.x]\ngguf = "x.gguf"\n{key} = {good}\n')
+    assert getattr(load_registry(toml).get("x"), key) == tomllib.loads(f"v = {good}")["v"]
 
 
 def test_cli_quant_flag(cli, tiny):
@@ -412,18 +418,6 @@ def test_kv_cache_keeps_doubling_past_the_context_window():
     assert kv.k.shape[2] == 300  # the whole window, no more
     kv._reserve(301)
     assert kv.k.shape[2] == 600  # a larger `context` than the config's: doubling, not +1 per token
-
-
-def test_registry_validates_prompt_passes(tmp_path):
-    toml = tmp_path / "m.toml"
-    toml.write_text('[models.x]\ngguf = "x.gguf"\nprompt_passes = 3\n')
-    with pytest.raises(ConfigError, match=r"m.toml:3: models.x.prompt_passes = 3 is not 1 or 2"):
-        load_registry(toml)
-    toml.write_text('[models.x]\nurl = "http://127.0.0.1:9"\nprompt_passes = 1\n')
-    with pytest.raises(ConfigError, match=r"`prompt_passes` does not apply here"):
-        load_registry(toml)
-    toml.write_text('[models.x]\ngguf = "x.gguf"\nprompt_passes = 1\n')
-    assert load_registry(toml).get("x").prompt_passes == 1
 
 
 @pytest.mark.smollm2

@@ -270,14 +270,10 @@ def _parse_entry(path: Path, lines: "_KeyLines", alias: str, entry: Any) -> Mode
         raise ConfigError(f"{path}:{lines.find(('models', alias, 'timeout'))}: timeout must be positive seconds",
                           "e.g. timeout = 60")
     for key, allowed in (("dtype", DTYPES), ("quant", QUANTS), ("device", DEVICES), ("family", FAMILIES),
-                         ("engine", ENGINES)):
+                         ("engine", ENGINES), ("prompt_passes", (1, 2))):
         if key in entry and entry[key] not in allowed:
-            raise ConfigError(f"{path}:{lines.find(('models', alias, key))}: models.{alias}.{key} = {entry[key]!r} is not one of {', '.join(allowed)}",
+            raise ConfigError(f"{path}:{lines.find(('models', alias, key))}: models.{alias}.{key} = {entry[key]!r} is not one of {', '.join(map(str, allowed))}",
                               "pick one of those")
-    if "prompt_passes" in entry and entry["prompt_passes"] not in (1, 2):
-        raise ConfigError(f"{path}:{lines.find(('models', alias, 'prompt_passes'))}: models.{alias}.prompt_passes = "
-                          f"{entry['prompt_passes']!r} is not 1 or 2",
-                          "2 computes prompts to float32's accuracy (the default), 1 as llama.cpp does, faster")
     if "context" in entry and entry["context"] <= 0:
         raise ConfigError(f"{path}:{lines.find(('models', alias, 'context'))}: context must be positive", "remove it or give a token count")
     sampling = entry.get("sampling", {})

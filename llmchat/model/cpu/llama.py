@@ -24,8 +24,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from . import quant
-from .quant import GgufLinear
+from .quant import PROMPT_PASSES, GgufLinear
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 _INITIAL_CAPACITY = 256
@@ -163,7 +162,7 @@ class CpuLlama:
         # A prompt's int8 activation passes on GGUF blocks: 2, float32's distribution to rounding (quant.GgufLinear);
         # 1, as llama.cpp (and as each generated token but down_proj), prefill ~1.3-1.5x faster. models.toml's
         # prompt_passes sets it per model (cpu/load.py), LLMCHAT_PROMPT_PASSES for every model.
-        self.prompt_passes = _default_prompt_passes()
+        self.prompt_passes = PROMPT_PASSES
         from .threads import ThreadPolicy
 
         self._threads = ThreadPolicy()  # fewer threads while another process holds a core (threads.py)
@@ -328,10 +327,6 @@ class CpuLlama:
         out = torch.empty_like(x)
         self._lib.llmchat_rmsnorm(x.data_ptr(), weight.data_ptr(), x.shape[0], x.shape[1], eps, out.data_ptr())
         return out
-
-
-def _default_prompt_passes() -> int:
-    return quant.PROMPT_PASSES  # (CpuLlama.__init__'s `quant` argument shadows the module)
 
 
 def _parts(linear) -> tuple:

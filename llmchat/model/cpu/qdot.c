@@ -911,6 +911,24 @@ static inline __attribute__((always_inline)) void rp_unpack(const int type, cons
     }
 }
 
+/* The float step of a block for one activation row (or fused token): integer sums S of 8 rows (Q6_K: lo and hi,
+   the two halves with a scale each) times the rows' scales and the activation's scale a into acc, the offsets
+   times the activation's per-16 sums into aco. */
+static inline __attribute__((always_inline)) void rp_fold(const int six, __m256i lo, __m256i hi, __m256 slo, __m256 shi,
+                                                           __m256 olo, __m256 ohi, __m256 a, const float *sa, __m256 *acc,
+                                                           __m256 *aco) {
+    if (six) {
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), *acc);
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), *acc);
+        *aco = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), *aco);
+        *aco = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), *aco);
+        return;
+    }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), *acc);
+    *aco = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), *aco);
+    (void)hi; (void)shi; (void)ohi;
+}
+
 /* One block of a group against RN activation rows: the 8 V_k from p, per-16 scales / offsets of 8 rows;
    products into acc, offsets into aco (two chains). */
 static inline __attribute__((always_inline)) void rp_block_v(RP_BLOCK_V_PARAMS) {
@@ -931,20 +949,15 @@ static inline __attribute__((always_inline)) void rp_block_v(RP_BLOCK_V_PARAMS) 
                                           _mm256_madd_epi16(_mm256_add_epi16(m[2], m[3]), ones));
             __m256i hi = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(m[4], m[5]), ones),
                                           _mm256_madd_epi16(_mm256_add_epi16(m[6], m[7]), ones));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
-            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
+            rp_fold(1, lo, hi, slo, shi, olo, ohi, a, sa, acc + t, aco + t);
             continue;
         }
         __m256i lo = _mm256_add_epi16(_mm256_add_epi16(m[0], m[1]), _mm256_add_epi16(m[2], m[3]));
         __m256i hi = _mm256_add_epi16(_mm256_add_epi16(m[4], m[5]), _mm256_add_epi16(m[6], m[7]));
         __m256i S = five ? _mm256_add_epi32(_mm256_madd_epi16(lo, ones), _mm256_madd_epi16(hi, ones)) /* codes < 32 */
                          : _mm256_madd_epi16(_mm256_add_epi16(lo, hi), ones); /* codes < 16: 8 sums fit int16 */
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
-        aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+        rp_fold(0, S, S, slo, shi, olo, ohi, a, sa, acc + t, aco + t);
     }
-    (void)shi; (void)ohi;
 }
 
 static inline __attribute__((always_inline)) void rp_block(RP_BLOCK_PARAMS) {
@@ -1083,41 +1096,25 @@ static inline __attribute__((always_inline)) __m256i rp_sum16(const __m256i *V, 
     }
     return s;
 }
+/* 254 x (the int16 sum of n maddubs of V_k0 .. with pass 1) + the same with pass 2, widened to int32: n = 2 for
+   Q6_K's codes < 64, 4 for codes < 32, 8 for codes < 16 (what fits int16). */
+static inline __attribute__((always_inline)) __m256i rp_join(const __m256i *V, const int8_t *q1, const int8_t *q2, int k0, int n) {
+    return _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, k0, n), _mm256_set1_epi16(254)),
+                            _mm256_madd_epi16(rp_sum16(V, q2, k0, n), _mm256_set1_epi16(1)));
+}
 static inline __attribute__((always_inline)) void rp_block2_v(RP_BLOCK_V_PARAMS) {
-    RP_BLOCK_CONSTS;
-    (void)m4;
-    const __m256i c254 = _mm256_set1_epi16(254);
+    const int five = q5_type(type), six = type == T_Q6_K;
     for (int t = 0; t < RN; t++) {
         const int8_t *q1 = q + 2 * t * cols + b * QK, *q2 = q1 + cols;
-        __m256 a = _mm256_set1_ps(ad[(2 * t + 1) * nb + b]);
-        const float *sa = asum + t * ap + 2 * b;
-        if (six) { /* codes < 64: pairs in int16; a scale per 16 */
-            __m256i lo = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 2), c254),
-                                                           _mm256_madd_epi16(rp_sum16(V, q1, 2, 2), c254)),
-                                          _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 0, 2), ones),
-                                                           _mm256_madd_epi16(rp_sum16(V, q2, 2, 2), ones)));
-            __m256i hi = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 4, 2), c254),
-                                                           _mm256_madd_epi16(rp_sum16(V, q1, 6, 2), c254)),
-                                          _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 4, 2), ones),
-                                                           _mm256_madd_epi16(rp_sum16(V, q2, 6, 2), ones)));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
-            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
-            continue;
-        }
-        __m256i S;
-        if (five) /* codes < 32: 4 in int16 */
-            S = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 4), c254),
-                                                  _mm256_madd_epi16(rp_sum16(V, q1, 4, 4), c254)),
-                                 _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q2, 0, 4), ones),
-                                                  _mm256_madd_epi16(rp_sum16(V, q2, 4, 4), ones)));
-        else /* codes < 16: all 8 in int16 */
-            S = _mm256_add_epi32(_mm256_madd_epi16(rp_sum16(V, q1, 0, 8), c254), _mm256_madd_epi16(rp_sum16(V, q2, 0, 8), ones));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
-        aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+        __m256i lo, hi;
+        if (six) { /* a scale per 16 */
+            lo = _mm256_add_epi32(rp_join(V, q1, q2, 0, 2), rp_join(V, q1, q2, 2, 2));
+            hi = _mm256_add_epi32(rp_join(V, q1, q2, 4, 2), rp_join(V, q1, q2, 6, 2));
+        } else
+            lo = hi = five ? _mm256_add_epi32(rp_join(V, q1, q2, 0, 4), rp_join(V, q1, q2, 4, 4)) : rp_join(V, q1, q2, 0, 8);
+        rp_fold(six, lo, hi, slo, shi, olo, ohi, _mm256_set1_ps(ad[(2 * t + 1) * nb + b]), asum + t * ap + 2 * b, acc + t,
+                aco + t);
     }
-    (void)shi; (void)ohi;
 }
 
 #if RP_VNNI
@@ -1140,15 +1137,10 @@ static inline __attribute__((always_inline)) void rp_block_vnni_v(RP_BLOCK_V_PAR
         }
         __m256 a = _mm256_set1_ps(ad[t * nb + b]);
         const float *sa = asum + t * ap + 2 * b;
-        if (six) {
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
-            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
-        } else {
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(lo, hi)), _mm256_mul_ps(slo, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
-        }
+        if (six)
+            rp_fold(1, lo, hi, slo, shi, olo, ohi, a, sa, acc + t, aco + t);
+        else
+            rp_fold(0, _mm256_add_epi32(lo, hi), hi, slo, shi, olo, ohi, a, sa, acc + t, aco + t);
     }
 }
 /* rp_block2_v with vpdpbusd: the same integers (254 S1 + S2), so the same floats. */
@@ -1171,16 +1163,12 @@ static inline __attribute__((always_inline)) void rp_block2_vnni_v(RP_BLOCK_V_PA
         }
         __m256 a = _mm256_set1_ps(ad[(2 * t + 1) * nb + b]);
         const float *sa = asum + t * ap + 2 * b;
-        if (six) {
-            __m256i lo = _mm256_add_epi32(_mm256_mullo_epi32(lo1, c254), lo2), hi = _mm256_add_epi32(_mm256_mullo_epi32(hi1, c254), hi2);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(slo, a), acc[t]);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(shi, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_broadcast_ss(sa), aco[t]);
-            aco[t] = _mm256_fmadd_ps(ohi, _mm256_broadcast_ss(sa + 1), aco[t]);
-        } else {
+        if (six)
+            rp_fold(1, _mm256_add_epi32(_mm256_mullo_epi32(lo1, c254), lo2), _mm256_add_epi32(_mm256_mullo_epi32(hi1, c254), hi2),
+                    slo, shi, olo, ohi, a, sa, acc + t, aco + t);
+        else {
             __m256i S = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_add_epi32(lo1, hi1), c254), _mm256_add_epi32(lo2, hi2));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(slo, a), acc[t]);
-            aco[t] = _mm256_fmadd_ps(olo, _mm256_set1_ps(sa[0] + sa[1]), aco[t]);
+            rp_fold(0, S, S, slo, shi, olo, ohi, a, sa, acc + t, aco + t);
         }
     }
 }
@@ -1204,6 +1192,27 @@ static inline __attribute__((always_inline)) void rp_block_vnni(RP_BLOCK_PARAMS)
 #define RP_BLOCK(type, ...) \
     ((type) == T_Q4_0 || (type) == T_Q4_1 || (type) == T_Q4_K ? rp_block(type, __VA_ARGS__) : rp_block_pairs(type, __VA_ARGS__))
 #endif
+/* A block whose 8 V_k are unpacked, against RN activation rows (fuse: RN tokens of two passes). */
+static inline __attribute__((always_inline)) void rp_block_any_v(const int fuse, RP_BLOCK_V_PARAMS) {
+    if (RP_WIDE(type) && fuse)
+        rp_block16_v(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+    else if (RP_WIDE(type))
+        rp_block_q8s_v(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+    else if (fuse)
+        RP_BLOCK2_V(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+    else
+        RP_BLOCK_V(type, RN, V, slo, shi, olo, ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
+}
+/* y[t * 8 + i] = row i's sum for activation row (or token) t: rp_block16_v's rows put back in order. */
+static inline __attribute__((always_inline)) void rp_store(const int type, const int RN, const int fuse, const __m256 *acc,
+                                                            const __m256 *aco, float *y) {
+    for (int t = 0; t < RN; t++) {
+        __m256 v = _mm256_add_ps(acc[t], aco[t]);
+        _mm256_storeu_ps(y + t * 8, RP_WIDE(type) && fuse ? _mm256_permutevar8x32_ps(v, RP16_ORDER) : v);
+    }
+    (void)type;
+}
+
 /* A block of a prompt's group unpacked once (rp_decode_group): its 8 V_k and the 8 rows' scales and offsets
    (per 16: lo, hi halves), 384 bytes, then multiplied with every activation row (rp_micro_dec). */
 typedef struct {
@@ -1217,18 +1226,11 @@ typedef struct {
         if (store) {                                                                                                    \
             rp_unpack(type, (P), dec[B].V);                                                                            \
             dec[B].slo = (SLO), dec[B].shi = (SHI), dec[B].olo = (OLO), dec[B].ohi = (OHI);                            \
-        } else if (RP_WIDE(type)) {                                                                                     \
+        } else if (fuse || RP_WIDE(type)) {                                                                             \
             __m256i V_[8];                                                                                              \
             rp_unpack(type, (P), V_);                                                                                   \
-            if (fuse)                                                                                                   \
-                rp_block16_v(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);       \
-            else                                                                                                        \
-                rp_block_q8s_v(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);     \
-        } else if (fuse) {                                                                                              \
-            __m256i V_[8];                                                                                              \
-            rp_unpack(type, (P), V_);                                                                                   \
-            RP_BLOCK2_V(type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);            \
-        } else                                                                                                          \
+            rp_block_any_v(fuse, type, RN, V_, (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);   \
+        } else /* rp_block_pairs unpacks two V_k at a time itself */                                                    \
             RP_BLOCK(type, RN, (P), (SLO), (SHI), (OLO), (OHI), (B), cols, nb, ap, q, ad, asum, acc, aco);              \
     } while (0)
 
@@ -1280,10 +1282,7 @@ static inline __attribute__((always_inline)) void rp_micro(const int type, const
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
     rp_walk(type, RN, fuse, grp, cols, ap, q, ad, asum, acc, aco, 0, NULL);
-    for (int t = 0; t < RN; t++) {
-        __m256 v = _mm256_add_ps(acc[t], aco[t]);
-        _mm256_storeu_ps(y + t * 8, RP_WIDE(type) && fuse ? _mm256_permutevar8x32_ps(v, RP16_ORDER) : v);
-    }
+    rp_store(type, RN, fuse, acc, aco, y);
 }
 
 /* The same from the group's decoded blocks: loads where rp_micro unpacks and converts (the same numbers). */
@@ -1293,20 +1292,10 @@ static inline __attribute__((always_inline)) void rp_micro_dec(const int type, c
     const int64_t nb = cols / QK;
     __m256 acc[4], aco[4];
     for (int t = 0; t < RN; t++) acc[t] = aco[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        if (RP_WIDE(type) && fuse)
-            rp_block16_v(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
-        else if (RP_WIDE(type))
-            rp_block_q8s_v(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
-        else if (fuse)
-            RP_BLOCK2_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
-        else
-            RP_BLOCK_V(type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum, acc, aco);
-    }
-    for (int t = 0; t < RN; t++) {
-        __m256 v = _mm256_add_ps(acc[t], aco[t]);
-        _mm256_storeu_ps(y + t * 8, RP_WIDE(type) && fuse ? _mm256_permutevar8x32_ps(v, RP16_ORDER) : v);
-    }
+    for (int64_t b = 0; b < nb; b++)
+        rp_block_any_v(fuse, type, RN, dec[b].V, dec[b].slo, dec[b].shi, dec[b].olo, dec[b].ohi, b, cols, nb, ap, q, ad, asum,
+                       acc, aco);
+    rp_store(type, RN, fuse, acc, aco, y);
 }
 
 typedef void (*rp_fn)(const uint8_t *, int64_t, int64_t, const int8_t *, const float *, const float *, float *);

@@ -1,9 +1,8 @@
 """Weights kept in the form they are computed in: GGUF blocks, 16-bit floats, float, int4 groups, int8 channels, int8 groups.
 
-- `GgufLinear`: a GGUF tensor's blocks on llmchat's compiled kernel (native.py, qdot.c): int8
-  activations x the file's own grid, the 4-6 bit types and Q8_0
-  repacked at load into 8-row interleaved groups (`from_file`); float16 / bfloat16 weights kept in their 16 bits (`half`). This is what
-  `quant = auto` gives on any machine with a C compiler.
+- `GgufLinear`: a GGUF tensor's blocks on llmchat's compiled kernel (native.py, qdot.c): int8 activations x the
+  file's own grid, repacked at load into 8-row interleaved groups (`from_file`); float16 / bfloat16 weights kept
+  in their 16 bits (`half`). This is what `quant = auto` gives on any machine with a C compiler.
 - Without the kernel (no compiler, `LLMCHAT_NATIVE=0`): thin wrappers over torch's own packed CPU
   kernels (`_weight_int4pack_mm_for_cpu`, `_weight_int8pack_mm`). torchao's weight-only configs
   were measured first (README, "Performance"): torchao 0.18 has no int4 layout for CPU any more,
@@ -195,13 +194,11 @@ class GgufLinear(_Stored):
         self.code = self.type | (RP_FLAG if self.repacked else 0)  # the type code qdot.c takes
         self.out_features = blocks.shape[0]
         self.kind = HALF_TYPES[self.type] if self.type in HALF_TYPES else "gguf-" + GGUF_TYPES[self.type]
-        # Activations in two int8 passes (qdot.c's llmchat_qmatmul_precise: x8, then the remainder x - x8
-        # quantized again, ~100x finer) where `precise` is set, and for rows of many tokens (a prompt; CpuLlama.forward
-        # passes precise=True for a prompt token that runs alone, too). CpuLlama sets `precise` for each down_proj,
-        # whose SwiGLU input has outliers. One int8 pass elsewhere moves a logit by
-        # ~0.1-0.5, enough to decide a near tie: SmolLM2's first answer token to "What is the capital of
-        # France?" is "The" at 15.2% against "L" at 14.0% in float32, and one pass everywhere answers
-        # "L'Étoile, la Marseillaise, …" (as llama.cpp does). Two passes give float32's distribution to rounding.
+        # Two int8 activation passes (qdot.c's llmchat_qmatmul_precise: x8, then the remainder quantized 254x finer:
+        # float32's product to rounding) where `precise` is set (CpuLlama: each down_proj, whose SwiGLU input has
+        # outliers) and, by default, for rows of many tokens; CpuLlama.forward says which for every call. One pass
+        # moves a logit by ~0.1-0.5, enough to decide near ties such as SmolLM2's first answer token to "What is
+        # the capital of France?" ("The" 15.2% against "L" 14.0% in float32).
         self.precise = False
         self._lib = native.library()
         if self._lib is None:
@@ -263,9 +260,8 @@ class GgufLinear(_Stored):
         return out
 
 
-# How many int8 passes a prompt's rows take (GgufLinear): 2, float32's distribution to rounding (the default),
-# or LLMCHAT_PROMPT_PASSES=1, one pass as llama.cpp does: prefill ~1.3-1.5x faster, a prompt's logits off by ~0.1-0.5.
-# The default of CpuLlama.prompt_passes, which models.toml's prompt_passes sets per model.
+# A prompt's int8 passes: 2, float32's distribution to rounding, or LLMCHAT_PROMPT_PASSES=1, llama.cpp's arithmetic
+# (prefill ~1.3-1.5x faster). The default of CpuLlama.prompt_passes, which models.toml's prompt_passes sets per model.
 PROMPT_PASSES = 1 if os.environ.get("LLMCHAT_PROMPT_PASSES", "2").strip() == "1" else 2
 
 # qdot.c's flag on a type code: the rows are repacked (GgufLinear.from_file). LLMCHAT_REPACK=0 keeps the file's
